@@ -1,0 +1,85 @@
+"""Delivery accounting: which batches have every message acknowledged, in the order they were sent."""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True, slots=True)
+class BatchOutcome:
+    """How one batch ended: counts, the first error text, bytes sent, send-to-last-ack latency."""
+
+    batch_id: int
+    delivered: int
+    failed: int
+    error: str | None
+    bytes: int
+    latency_s: float
+
+
+class BatchTracker:
+    """Counts the delivery reports of one batch; its bound ``on_delivery`` is the produce callback."""
+
+    __slots__ = ("batch_id", "sent", "delivered", "failed", "error", "bytes", "sent_at",
+                 "done_at", "sealed")
+
+    def __init__(self, batch_id: int) -> None:
+        self.batch_id = batch_id
+        self.sent = 0
+        self.delivered = 0
+        self.failed = 0
+        self.error: str | None = None
+        self.bytes = 0
+        self.sent_at = time.monotonic()
+        self.done_at: float | None = None
+        self.sealed = False
+
+    def on_delivery(self, error: Any, _message: Any) -> None:
+        if error is None:
+            self.delivered += 1
+        else:
+            self.failed += 1
+            if self.error is None:
+                self.error = str(error.str())
+        self._mark_if_done()
+
+    def seal(self) -> None:
+        """No more messages will be produced for this batch."""
+        self.sealed = True
+        self._mark_if_done()
+
+    def is_complete(self) -> bool:
+        return self.done_at is not None
+
+    def outcome(self) -> BatchOutcome:
+        assert self.done_at is not None
+        return BatchOutcome(self.batch_id, self.delivered, self.failed, self.error, self.bytes,
+                            self.done_at - self.sent_at)
+
+    def _mark_if_done(self) -> None:
+        if self.sealed and self.delivered + self.failed == self.sent:
+            self.done_at = time.monotonic()
+
+
+class BatchLedger:
+    """Batches in send order; completed ones are handed out only from the front."""
+
+    def __init__(self) -> None:
+        self._batches: deque[BatchTracker] = deque()
+
+    def open(self, batch_id: int) -> BatchTracker:
+        tracker = BatchTracker(batch_id)
+        self._batches.append(tracker)
+        return tracker
+
+    def take_completed(self) -> list[BatchOutcome]:
+        done = []
+        while self._batches and self._batches[0].is_complete():
+            done.append(self._batches.popleft().outcome())
+        return done
+
+    def __len__(self) -> int:
+        return len(self._batches)

@@ -1,0 +1,177 @@
+"""Kafka sink: encode, route and produce events; report batches as their delivery reports arrive.
+
+The worker runtime drives one ``KafkaSink`` from one thread: ``send_batch`` then ``poll`` and
+``take_completed`` until every batch is acknowledged. Keys are the row's primary key by default
+(see workers/routing.py), so one row's changes stay in one partition, in order.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from typing import Any
+
+import msgspec
+from confluent_kafka import KafkaError, KafkaException, Producer
+
+from state.spec import KafkaConfigSpec
+from workers.envelopes import build_encoder
+from workers.events import ChangeEvent
+from workers.routing import compile_key, compile_topic
+from workers.sinks.batches import BatchLedger, BatchOutcome, BatchTracker
+from workers.sinks.errors import RoutingError, SinkEventError, SinkUnavailableError
+
+__all__ = ["BatchOutcome", "KafkaSink"]
+
+log = logging.getLogger(__name__)
+
+_BACKPRESSURE_POLL_S = 0.05
+_VALID_TOPIC = re.compile(r"[A-Za-z0-9._-]{1,249}")
+_ENCODING_ERRORS = (msgspec.EncodeError, TypeError, ValueError, OverflowError, KeyError)
+
+
+def producer_config(spec: KafkaConfigSpec) -> dict[str, Any]:
+    """librdkafka settings: ours first, then ``client_conf`` (applied last, so it wins)."""
+    config: dict[str, Any] = {
+        "bootstrap.servers": spec.brokers,
+        "client.id": f"deltaforge-{spec.id}",
+        "enable.idempotence": True,
+        "acks": "all",
+        "linger.ms": 5,
+        "compression.type": "lz4",
+        "batch.size": 1048576,
+        "message.timeout.ms": spec.send_timeout_secs * 1000,
+        "socket.keepalive.enable": True,
+    }
+    config.update(spec.client_conf)
+    return config
+
+
+class KafkaSink:
+    """One Kafka destination of one pipeline; not thread-safe (one runtime thread calls it)."""
+
+    def __init__(self, pipeline: str, tenant: str, spec: KafkaConfigSpec) -> None:
+        self.sink_id = spec.id
+        self.required = spec.required
+        self._pipeline = pipeline
+        self._brokers = spec.brokers
+        self._encode = build_encoder(spec.envelope_spec(), pipeline, tenant)
+        self._topic_of = compile_topic(spec.topic, pipeline, tenant)
+        self._key_of = compile_key(spec.key, pipeline, tenant)
+        self._valid_topics: set[str] = set()
+        self._ledger = BatchLedger()
+        self._last_error: str | None = None
+        config = producer_config(spec)
+        config["error_cb"] = self._on_client_error
+        config["logger"] = _LibrdkafkaLog()
+        self._producer = Producer(config)
+        log.info("kafka sink started pipeline=%s sink=%s brokers=%s", pipeline, spec.id,
+                 spec.brokers)
+
+    def send_batch(self, batch_id: int, events: list[ChangeEvent]) -> None:
+        """Produce every event under ``batch_id``; blocks (serving reports) while the queue is full.
+
+        On ``SinkEventError`` the events before ``error.index`` are sent and stay in this batch;
+        the caller deals with the rejected event and sends the rest as a new batch.
+        """
+        tracker = self._ledger.open(batch_id)
+        try:
+            for index, event in enumerate(events):
+                self._produce(tracker, index, event)
+        finally:
+            tracker.seal()
+
+    def poll(self, timeout_s: float = 0.0) -> None:
+        """Serve delivery reports (and client errors) for up to ``timeout_s``."""
+        self._producer.poll(timeout_s)
+
+    def take_completed(self) -> list[BatchOutcome]:
+        """Batches whose every message has a delivery report, in send order."""
+        return self._ledger.take_completed()
+
+    def in_flight_batches(self) -> int:
+        """Batches sent and not yet returned by ``take_completed``."""
+        return len(self._ledger)
+
+    def flush(self, timeout_s: float) -> bool:
+        """Wait up to ``timeout_s`` for every delivery report; True if none is outstanding."""
+        return int(self._producer.flush(timeout_s)) == 0
+
+    def check_connection(self, timeout_s: float) -> None:
+        """Fetch cluster metadata or raise ``SinkUnavailableError`` naming the brokers."""
+        try:
+            self._producer.list_topics(timeout=timeout_s)
+        except KafkaException as exc:
+            detail = self._last_error or _kafka_error_text(exc)
+            raise SinkUnavailableError(
+                f"kafka sink {self.sink_id!r}: no metadata from brokers {self._brokers} "
+                f"within {timeout_s:g}s ({detail})"
+            ) from None
+
+    def close(self) -> None:
+        """Drop unsent messages (their batches report failures) and release the client."""
+        self._producer.purge()
+        self._producer.poll(0)
+        self._producer.close()
+        log.info("kafka sink closed pipeline=%s sink=%s", self._pipeline, self.sink_id)
+
+    def _produce(self, tracker: BatchTracker, index: int, event: ChangeEvent) -> None:
+        topic, key, value = self._prepare(index, event)
+        while True:
+            try:
+                self._producer.produce(topic, value, key, on_delivery=tracker.on_delivery)
+                break
+            except BufferError:
+                self._producer.poll(_BACKPRESSURE_POLL_S)  # local queue full: backpressure
+            except KafkaException as exc:
+                raise SinkEventError(
+                    event, "serialization error", f"kafka rejected the message: "
+                    f"{_kafka_error_text(exc)} (topic {topic}, {len(value)} bytes)", index
+                ) from None
+        tracker.sent += 1
+        tracker.bytes += len(value) + len(key)
+
+    def _prepare(self, index: int, event: ChangeEvent) -> tuple[str, bytes, bytes]:
+        try:
+            topic = self._topic_of(event)
+        except RoutingError as exc:
+            raise SinkEventError(event, "routing error", str(exc), index) from None
+        if topic not in self._valid_topics:
+            self._check_topic_name(index, event, topic)
+        try:
+            value = self._encode(event)
+        except _ENCODING_ERRORS as exc:
+            raise SinkEventError(event, "serialization error", str(exc), index) from None
+        return topic, self._key_of(event).encode(), value
+
+    def _check_topic_name(self, index: int, event: ChangeEvent, topic: str) -> None:
+        if not _VALID_TOPIC.fullmatch(topic) or topic in (".", ".."):
+            raise SinkEventError(
+                event, "routing error", f"resolved topic {topic!r} is not a valid Kafka topic "
+                "name (1-249 of A-Z a-z 0-9 . _ -)", index)
+        self._valid_topics.add(topic)
+
+    def _on_client_error(self, error: KafkaError) -> None:
+        # Connection faults repeat every retry while brokers are down: warn when the text changes.
+        text = str(error.str())
+        if error.fatal():
+            level = logging.ERROR
+        else:
+            level = logging.WARNING if text != self._last_error else logging.DEBUG
+        self._last_error = text
+        log.log(level, "kafka client error pipeline=%s sink=%s error=%s", self._pipeline,
+                self.sink_id, text)
+
+
+class _LibrdkafkaLog:
+    """librdkafka's own log lines, at debug: error_cb and delivery reports carry what matters."""
+
+    _log = log.getChild("librdkafka")
+
+    def log(self, _level: int, message: str, *args: Any) -> None:
+        self._log.debug(message, *args)
+
+
+def _kafka_error_text(exc: KafkaException) -> str:
+    error = exc.args[0] if exc.args else None
+    return str(error.str()) if isinstance(error, KafkaError) else str(exc)
