@@ -1,0 +1,54 @@
+"""JSON shapes of pipelines, shared by the routes (DeltaForge's PipeInfo)."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from api.redact import redact
+from state.records import CheckpointRecord, PipelineRecord, StatusRecord
+
+
+def pipeline_status(record: PipelineRecord, status: StatusRecord | None) -> str:
+    """What the pipeline is doing: the worker's report, or the desired state until it has one."""
+    if record.desired != "running":
+        return record.desired
+    if status is None or status.generation != record.generation:
+        return "pending"
+    return status.status
+
+
+def pipe_info(record: PipelineRecord, status: StatusRecord | None) -> dict[str, Any]:
+    return {"name": record.name, "status": pipeline_status(record, status),
+            "spec": redact(record.spec)}
+
+
+def ops(status: StatusRecord | None, checkpoints: dict[str, CheckpointRecord]) -> dict[str, Any]:
+    now = time.time()
+    last_ts = status.last_event_ts_ms if status else None
+    return {
+        "uptime_seconds": round(now - status.started_at, 3) if status and status.started_at
+        and status.status == "running" else 0.0,
+        "lag_seconds": None if last_ts is None else round(max(0.0, now - last_ts / 1000), 3),
+        "dlq_entries": 0,
+        "sink_errors": {
+            sink: {"count": count, "last_error": status.sink_last_error.get(sink)}
+            for sink, count in (status.sink_errors if status else {}).items()
+        },
+        "checkpoints": [checkpoint_info(cp, now) for cp in checkpoints.values()],
+        "worker": status.worker if status else None,
+        "restarts": status.restarts if status else 0,
+        "last_error": status.last_error if status else None,
+        "next_retry_at": status.next_retry_at if status else None,
+        "events_total": status.events_total if status else 0,
+    }
+
+
+def checkpoint_info(record: CheckpointRecord, now: float) -> dict[str, Any]:
+    position = record.position
+    return {
+        "sink_id": record.sink_id,
+        "position": {"file": position.file, "pos": position.pos, "row_skip": position.row_skip,
+                     "gtid_set": position.gtid_set},
+        "age_seconds": round(max(0.0, now - record.written_at), 3),
+    }

@@ -1,0 +1,46 @@
+"""The one place that opens LMDB. Every process opens its own environment after fork."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import lmdb
+
+MAP_SIZE_BYTES = 8 * 1024**3  # address space only; the file stays sparse
+MAX_READERS = 2048
+SUB_DATABASES = ("specs", "status", "checkpoints", "schemas", "dlq", "meta")
+
+
+class StateError(Exception):
+    """The state directory cannot be opened or read."""
+
+
+class StateEnv:
+    """An open LMDB environment with the project's sub-databases."""
+
+    def __init__(self, env: lmdb.Environment) -> None:
+        self.env = env
+        self.dbs = {name: env.open_db(name.encode()) for name in SUB_DATABASES}
+
+    def close(self) -> None:
+        self.env.close()
+
+
+def open_state(data_dir: Path) -> StateEnv:
+    """Open (creating if needed) the state environment under ``data_dir/state``."""
+    path = data_dir / "state"
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        env = lmdb.open(
+            str(path),
+            map_size=MAP_SIZE_BYTES,
+            max_readers=MAX_READERS,
+            max_dbs=len(SUB_DATABASES) + 2,
+            max_spare_txns=0,
+            sync=True,
+            metasync=True,
+        )
+    except (OSError, lmdb.Error) as exc:
+        raise StateError(f"cannot open state in {path}: {exc}") from exc
+    env.reader_check()
+    return StateEnv(env)

@@ -1,0 +1,106 @@
+"""Typed access to the sub-databases: specs, status, checkpoints."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Generic, TypeVar
+
+import lmdb
+import msgspec
+
+from state.env import StateEnv
+from state.records import (
+    CheckpointRecord,
+    PipelineRecord,
+    StatusRecord,
+    TableSchemaRecord,
+    decode_record,
+    encode_record,
+)
+
+R = TypeVar("R", bound=msgspec.Struct)
+SEP = "\x00"
+
+
+class RecordStore(Generic[R]):
+    """One sub-database holding records of one type, keyed by text."""
+
+    db_name: str
+    record_type: type[R]
+
+    def __init__(self, state: StateEnv) -> None:
+        self.env = state.env
+        self.db = state.dbs[self.db_name]
+
+    def get(self, key: str) -> R | None:
+        with self.env.begin(db=self.db) as txn:
+            data = txn.get(key.encode())
+        return None if data is None else decode_record(data, self.record_type)
+
+    def put(self, key: str, record: R, txn: lmdb.Transaction | None = None) -> None:
+        if txn is not None:
+            txn.put(key.encode(), encode_record(record), db=self.db)
+            return
+        with self.env.begin(db=self.db, write=True) as own:
+            own.put(key.encode(), encode_record(record))
+
+    def delete_prefix(self, prefix: str, txn: lmdb.Transaction) -> int:
+        cursor = txn.cursor(db=self.db)
+        removed = 0
+        if cursor.set_range(prefix.encode()):
+            while cursor.key().startswith(prefix.encode()):
+                cursor.delete()  # moves to the next key
+                removed += 1
+        return removed
+
+    def items(self, prefix: str = "") -> Iterator[tuple[str, R]]:
+        """All records whose key starts with ``prefix``, in key order (one read snapshot)."""
+        raw = prefix.encode()
+        with self.env.begin(db=self.db) as txn:
+            cursor = txn.cursor()
+            found = cursor.set_range(raw) if raw else cursor.first()
+            rows = []
+            while found and cursor.key().startswith(raw):
+                rows.append((cursor.key().decode(), cursor.value()))
+                found = cursor.next()
+        for key, data in rows:
+            yield key, decode_record(data, self.record_type)
+
+
+class SpecStore(RecordStore[PipelineRecord]):
+    """Desired state: one record per pipeline name."""
+
+    db_name = "specs"
+    record_type = PipelineRecord
+
+
+class StatusStore(RecordStore[StatusRecord]):
+    """Actual state as workers report it."""
+
+    db_name = "status"
+    record_type = StatusRecord
+
+
+class CheckpointStore(RecordStore[CheckpointRecord]):
+    """Per-sink positions, keyed ``pipeline NUL sink_id``."""
+
+    db_name = "checkpoints"
+    record_type = CheckpointRecord
+
+    @staticmethod
+    def key(pipeline: str, sink_id: str) -> str:
+        return f"{pipeline}{SEP}{sink_id}"
+
+    def for_pipeline(self, pipeline: str) -> dict[str, CheckpointRecord]:
+        return {record.sink_id: record for _, record in self.items(pipeline + SEP)}
+
+
+class SchemaStore(RecordStore[TableSchemaRecord]):
+    """Table schemas seen by a pipeline, keyed ``pipeline NUL db.table``."""
+
+    db_name = "schemas"
+    record_type = TableSchemaRecord
+
+    @staticmethod
+    def key(pipeline: str, database: str, table: str) -> str:
+        return f"{pipeline}{SEP}{database}.{table}"

@@ -1,0 +1,242 @@
+"""The supervisor's loop: spawn, reap, respawn, check heartbeats, reconcile.
+
+Signal handlers only enqueue; the loop waits on child sentinels, the wake-up fd and the
+control pipes. The supervisor holds no LMDB environment, no librdkafka client and no thread
+but the log receiver, so ``fork`` is safe.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import signal
+import time
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection, wait
+from typing import Any
+
+from prometheus_client import multiprocess
+
+from supervisor.options import Options
+from supervisor.sharding import slot_for
+from supervisor.systemd import notify
+from workers.backoff import Backoff
+
+log = logging.getLogger(__name__)
+CTX = multiprocessing.get_context("fork")
+HEARTBEAT_TIMEOUT_S = 30.0
+ABORT_GRACE_S = 5.0
+BOOT_FAILURES_REPORTED = 5
+
+
+@dataclass
+class Child:
+    """One worker slot (or the api) and the process currently filling it."""
+
+    name: str
+    slot: int | None
+    process: Any = None
+    conn: Connection | None = None
+    backoff: Backoff = field(default_factory=lambda: Backoff(initial_s=0.5, max_s=30.0))
+    respawn_at: float | None = None
+    started_at: float = 0.0
+    aborted_at: float | None = None
+    restarts: int = 0
+
+
+class Arbiter:
+    """Keeps one api child and ``options.workers`` worker children alive."""
+
+    def __init__(self, options: Options, pipelines: dict[str, int]) -> None:
+        self.options = options
+        self.pipelines = pipelines  # name -> generation, desired running
+        self.signals: list[int] = []
+        self.wake_r, self.wake_w = os.pipe()
+        os.set_blocking(self.wake_w, False)
+        self.heartbeats = CTX.Array("d", options.workers, lock=False)
+        self.workers = [Child(f"worker-{slot}", slot) for slot in range(options.workers)]
+        self.api = Child("api", None)
+        self.stopping_deadline: float | None = None
+
+    # ---- signals -------------------------------------------------------------------------
+
+    def install_signal_handlers(self) -> None:
+        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD):
+            signal.signal(signum, self.handle_signal)
+
+    def handle_signal(self, signum: int, frame: object) -> None:
+        self.signals.append(signum)
+        try:
+            os.write(self.wake_w, b"\0")
+        except BlockingIOError:
+            pass
+
+    # ---- main loop -----------------------------------------------------------------------
+
+    def run(self) -> int:
+        self.install_signal_handlers()
+        self.spawn_api()
+        for child in self.workers:
+            self.spawn_worker(child)
+        notify("READY=1", f"STATUS=running {len(self.pipelines)} pipelines on "
+                          f"{len(self.workers)} workers")
+        log.info("supervisor ready pipelines=%d workers=%d", len(self.pipelines), len(self.workers))
+        while True:
+            self.wait_for_events()
+            if self.handle_signals():
+                return 1
+            self.reap_exited()
+            if self.stopping_deadline is not None:
+                if self.all_exited() or time.monotonic() > self.stopping_deadline:
+                    return self.finish_stop()
+                continue
+            self.respawn_due()
+            self.check_heartbeats()
+
+    def wait_for_events(self) -> None:
+        ready: list[Any] = [self.wake_r]
+        ready += [c.process.sentinel for c in self.children() if c.process is not None]
+        wait(ready, timeout=1.0)
+        try:
+            os.read(self.wake_r, 4096)
+        except BlockingIOError:
+            pass
+
+    def handle_signals(self) -> bool:
+        """Returns True when the supervisor must exit now."""
+        signals, self.signals = self.signals, []
+        for signum in signals:
+            if signum == signal.SIGCHLD:
+                continue
+            if self.stopping_deadline is not None:
+                log.warning("second stop signal: exiting now")
+                self.kill_all()
+                return True
+            if signum in (signal.SIGTERM, signal.SIGINT):
+                self.begin_stop()
+            elif signum == signal.SIGHUP:
+                log.info("SIGHUP received; reload is not supported yet, nothing changed")
+        return False
+
+    # ---- children ------------------------------------------------------------------------
+
+    def children(self) -> list[Child]:
+        return [self.api, *self.workers]
+
+    def spawn_api(self) -> None:
+        from api.main import api_main
+
+        self.start_child(self.api, api_main, (self.options.api_addr, self.options.data_dir))
+
+    def spawn_worker(self, child: Child) -> None:
+        from workers.main import worker_main
+
+        parent_conn, child_conn = CTX.Pipe()
+        assert child.slot is not None
+        self.heartbeats[child.slot] = time.time()
+        self.start_child(child, worker_main,
+                         (child.slot, child_conn, self.options.data_dir, self.heartbeats))
+        child_conn.close()
+        child.conn = parent_conn
+        for name, generation in sorted(self.pipelines.items()):
+            if slot_for(name, len(self.workers)) == child.slot:
+                parent_conn.send(("assign", name, generation))
+
+    def start_child(self, child: Child, target: Any, args: tuple[Any, ...]) -> None:
+        child.process = CTX.Process(target=target, args=args, name=child.name, daemon=False)
+        child.process.start()
+        child.started_at = time.monotonic()
+        child.aborted_at = None
+        log.info("child started name=%s pid=%d", child.name, child.process.pid)
+
+    def reap_exited(self) -> None:
+        for child in self.children():
+            process = child.process
+            if process is None or process.is_alive():
+                continue
+            process.join()
+            code = process.exitcode
+            child.process = None
+            if child.conn is not None:
+                child.conn.close()
+                child.conn = None
+            multiprocess.mark_process_dead(child.name)
+            if self.stopping_deadline is None:
+                self.schedule_respawn(child, code)
+
+    def schedule_respawn(self, child: Child, code: int | None) -> None:
+        lived_s = time.monotonic() - child.started_at
+        if lived_s > 60:
+            child.backoff.reset_after_success()
+        delay = child.backoff.next_delay()
+        child.respawn_at = time.monotonic() + delay
+        child.restarts += 1
+        level = logging.ERROR if child.backoff.attempts >= BOOT_FAILURES_REPORTED else logging.WARNING
+        log.log(level, "child exited name=%s code=%s lived_s=%.1f restarts=%d respawn_in_s=%.1f",
+                child.name, code, lived_s, child.restarts, delay)
+
+    def respawn_due(self) -> None:
+        now = time.monotonic()
+        for child in self.children():
+            if child.process is None and child.respawn_at is not None and now >= child.respawn_at:
+                child.respawn_at = None
+                if child.slot is None:
+                    self.spawn_api()
+                else:
+                    self.spawn_worker(child)
+
+    def check_heartbeats(self) -> None:
+        now_wall, now = time.time(), time.monotonic()
+        for child in self.workers:
+            if child.process is None or child.slot is None:
+                continue
+            if child.aborted_at is not None:
+                if now - child.aborted_at > ABORT_GRACE_S:
+                    log.error("stuck worker did not exit; killing name=%s", child.name)
+                    os.kill(child.process.pid, signal.SIGKILL)
+                continue
+            age_s = now_wall - self.heartbeats[child.slot]
+            if age_s > HEARTBEAT_TIMEOUT_S:
+                log.error("worker stuck name=%s heartbeat_age_s=%.1f; sending SIGABRT for stacks",
+                          child.name, age_s)
+                child.aborted_at = now
+                os.kill(child.process.pid, signal.SIGABRT)
+
+    # ---- stopping ------------------------------------------------------------------------
+
+    def begin_stop(self) -> None:
+        timeout_s = self.options.drain_timeout_s
+        log.info("draining drain_timeout_s=%.0f", timeout_s)
+        notify("STOPPING=1", "STATUS=draining")
+        self.stopping_deadline = time.monotonic() + timeout_s + 5.0
+        for child in self.workers:
+            if child.conn is not None:
+                try:
+                    child.conn.send(("shutdown", timeout_s))
+                except OSError:
+                    pass
+        if self.api.process is not None:
+            os.kill(self.api.process.pid, signal.SIGTERM)
+
+    def all_exited(self) -> bool:
+        return all(child.process is None for child in self.children())
+
+    def finish_stop(self) -> int:
+        leftover = [c.name for c in self.children() if c.process is not None]
+        if leftover:
+            log.error("children did not drain in time; killing names=%s", ",".join(leftover))
+            self.kill_all()
+            return 1
+        log.info("stopped cleanly")
+        return 0
+
+    def kill_all(self) -> None:
+        for child in self.children():
+            if child.process is not None and child.process.pid:
+                try:
+                    os.kill(child.process.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                child.process.join(5)
+

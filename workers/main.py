@@ -1,0 +1,162 @@
+"""A worker process: hosts the pipelines the supervisor assigns to its slot.
+
+The data loop is single-threaded: it steps every pipeline, stamps the heartbeat and sleeps on
+the control pipe and a wake-up fd (set by source threads when rows arrive).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import time
+from multiprocessing.connection import Connection, wait
+from pathlib import Path
+from typing import Any
+
+from state.env import open_state
+from state.spec import SpecError, decode_spec
+from state.stores import CheckpointStore, SpecStore
+from state.writer import GroupCommitWriter
+from workers.metrics import use_process_identity
+from workers.runner import PipelineRunner
+from workers.waker import Waker
+
+log = logging.getLogger(__name__)
+MAX_SLEEP_S = 0.5
+
+
+class Worker:
+    """The worker's loop: control messages, pipeline steps, heartbeat, sleep."""
+
+    def __init__(self, slot: int, conn: Connection, data_dir: Path, heartbeats: Any) -> None:
+        self.slot = slot
+        self.conn = conn
+        self.data_dir = data_dir
+        self.heartbeats = heartbeats
+        self.parent_pid = os.getppid()
+        self.waker = Waker()
+        self.signals: list[int] = []
+        self.runners: dict[str, PipelineRunner] = {}
+        self.drain_timeout_s = 30.0
+        self.stopping = False
+
+    def run(self) -> int:
+        self.install_signal_handlers()
+        use_process_identity(f"worker-{self.slot}")
+        self.state = open_state(self.data_dir)
+        self.specs = SpecStore(self.state)
+        self.checkpoints = CheckpointStore(self.state)
+        self.writer = GroupCommitWriter(self.state)
+        log.info("worker started slot=%d pid=%d", self.slot, os.getpid())
+        while not self.stopping:
+            self.handle_signals()
+            self.handle_control()
+            self.step_pipelines()
+            self.stamp_heartbeat()
+            self.sleep()
+        self.drain()
+        return 0
+
+    def install_signal_handlers(self) -> None:
+        signal.signal(signal.SIGTERM, self.handle_term)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # the supervisor decides
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
+
+    def handle_term(self, signum: int, frame: object) -> None:
+        self.signals.append(signum)
+        self.waker.set()
+
+    def handle_signals(self) -> None:
+        if not self.signals:
+            return
+        if self.stopping or len(self.signals) > 1:
+            log.warning("worker exiting now slot=%d", self.slot)
+            os._exit(1)
+        self.signals.clear()
+        self.stopping = True
+
+    def handle_control(self) -> None:
+        if os.getppid() != self.parent_pid:
+            log.error("supervisor is gone; worker exiting slot=%d", self.slot)
+            self.stopping = True
+            return
+        while self.conn.poll():
+            try:
+                message = self.conn.recv()
+            except EOFError:
+                self.stopping = True
+                return
+            self.apply(message)
+
+    def apply(self, message: tuple[Any, ...]) -> None:
+        verb = message[0]
+        if verb == "assign":
+            self.assign(message[1], message[2])
+        elif verb == "unassign":
+            self.unassign(message[1])
+        elif verb == "shutdown":
+            self.drain_timeout_s = float(message[1])
+            self.stopping = True
+
+    def assign(self, name: str, generation: int) -> None:
+        current = self.runners.get(name)
+        if current is not None and current.generation == generation:
+            return
+        if current is not None:
+            self.unassign(name)
+        record = self.specs.get(name)
+        if record is None:
+            log.error("assigned pipeline has no spec pipeline=%s", name)
+            return
+        try:
+            spec = decode_spec(record.spec)
+        except SpecError as exc:
+            log.error("stored spec is invalid pipeline=%s error=%s", name, exc)
+            return
+        runner = PipelineRunner(spec, generation, self.slot, self.checkpoints, self.writer,
+                                self.waker)
+        self.runners[name] = runner
+        runner.begin_start()
+
+    def unassign(self, name: str) -> None:
+        runner = self.runners.pop(name, None)
+        if runner is not None:
+            runner.drain(time.monotonic() + self.drain_timeout_s)
+
+    def step_pipelines(self) -> None:
+        self.waker.clear()
+        now = time.monotonic()
+        for runner in self.runners.values():
+            runner.step(now)
+
+    def stamp_heartbeat(self) -> None:
+        self.heartbeats[self.slot] = time.time()
+
+    def sleep(self) -> None:
+        now = time.monotonic()
+        timeout = min([MAX_SLEEP_S] + [r.next_wakeup_s(now) for r in self.runners.values()])
+        if timeout > 0:
+            wait([self.conn, self.waker], timeout)
+
+    def drain(self) -> None:
+        """Graceful stop: every pipeline delivers whole transactions and checkpoints."""
+        deadline = time.monotonic() + self.drain_timeout_s
+        log.info("worker draining slot=%d pipelines=%d", self.slot, len(self.runners))
+        for runner in self.runners.values():
+            runner.drain(deadline)
+        self.writer.close()
+        self.state.close()
+        log.info("worker stopped slot=%d", self.slot)
+
+
+def worker_main(slot: int, conn: Connection, data_dir: Path, heartbeats: Any) -> None:
+    """Entry point of a forked worker process."""
+    code = 1
+    try:
+        code = Worker(slot, conn, data_dir, heartbeats).run()
+    except Exception:
+        log.exception("worker crashed slot=%d", slot)
+    finally:
+        logging.shutdown()
+    raise SystemExit(code)

@@ -1,0 +1,343 @@
+"""PipelineRunner: one pipeline inside a worker, driven step by step by the worker's data loop.
+
+Lifecycle: starting (positions resolved and sinks checked off the loop) -> running ->
+failed (retried with capped backoff from the checkpoints) -> ... -> stopped.
+Checkpoints: a sink's position moves only when it acknowledged a batch and every batch
+before it, and it is the position AFTER the batch's last event.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections import Counter as Tally
+from collections import deque
+from dataclasses import dataclass, field
+
+import msgspec
+
+from state.records import BinlogPosition, CheckpointRecord, StatusRecord, min_position
+from state.spec import PipelineSpec
+from state.stores import CheckpointStore
+from state.writer import GroupCommitWriter
+from workers.backoff import Backoff
+from workers.batching import Batch, Batcher
+from workers.events import ChangeEvent
+from workers.metrics import PipelineMetrics
+from workers.waker import Waker
+from workers.sinks.kafka import BatchOutcome, KafkaSink, SinkEventError
+from workers.source.errors import SourceError
+from workers.source.mysql import BinlogReader, SourceFailure, current_binlog_end
+
+log = logging.getLogger(__name__)
+SOURCE_QUEUE_ITEMS = 256
+STATUS_WRITE_INTERVAL_S = 1.0
+
+
+class PipelineFailure(Exception):
+    """Why a pipeline stopped delivering; it is retried with backoff."""
+
+
+@dataclass
+class SinkState:
+    """One sink of a running pipeline and where it stands."""
+
+    sink: KafkaSink
+    position: BinlogPosition
+    detached: bool = False  # an optional sink that failed waits for the next restart
+
+
+@dataclass
+class InFlight:
+    batch: Batch
+    pending_sinks: set[str]
+    ok_sinks: set[str] = field(default_factory=set)
+
+
+class WakingQueue(queue.Queue):  # type: ignore[type-arg]
+    """A bounded queue that wakes the worker loop when the source hands it something."""
+
+    def __init__(self, maxsize: int, wake: Waker) -> None:
+        super().__init__(maxsize)
+        self.wake = wake
+
+    def _put(self, item: object) -> None:
+        super()._put(item)
+        self.wake.set()
+
+
+class PipelineRunner:
+    """Runs one pipeline: source reader, batcher, sinks, checkpoints, status."""
+
+    def __init__(self, spec: PipelineSpec, generation: int, slot: int, checkpoints: CheckpointStore,
+                 writer: GroupCommitWriter, wake: Waker) -> None:
+        self.spec = spec
+        self.name = spec.name
+        self.generation = generation
+        self.slot = slot
+        self.checkpoints = checkpoints
+        self.writer = writer
+        self.wake = wake
+        self.metrics = PipelineMetrics(self.name, spec.metadata.tenant)
+        self.backoff = Backoff(initial_s=1.0, max_s=60.0)
+        self.state = "starting"
+        self.status = StatusRecord(name=self.name, worker=slot, generation=generation)
+        self._starter: threading.Thread | None = None
+        self._started: tuple[dict[str, SinkState], BinlogPosition] | None = None
+        self._start_error: BaseException | None = None
+        self._reset_data_path()
+        self._status_written_at = 0.0
+        self._status_dirty = False
+
+    # ---- lifecycle -------------------------------------------------------------------
+
+    def _reset_data_path(self) -> None:
+        self.sinks: dict[str, SinkState] = {}
+        self.reader: BinlogReader | None = None
+        self.queue: WakingQueue = WakingQueue(SOURCE_QUEUE_ITEMS, self.wake)
+        self.batcher = Batcher(self.spec.spec.batch)
+        self.inflight: deque[InFlight] = deque()
+        self.next_retry_at: float | None = None
+
+    def begin_start(self) -> None:
+        """Resolve positions and check sinks in a side thread; ``step`` picks up the result."""
+        self.state = "starting"
+        self._started, self._start_error = None, None
+        self._starter = threading.Thread(target=self._prepare, name=f"start-{self.name}",
+                                         daemon=True)
+        self._starter.start()
+
+    def _prepare(self) -> None:
+        try:
+            self._started = self._open_sinks_and_position()
+        except BaseException as exc:  # reported to the loop, which fails the pipeline
+            self._start_error = exc
+        self.wake.set()
+
+    def _open_sinks_and_position(self) -> tuple[dict[str, SinkState], BinlogPosition]:
+        stored = self.checkpoints.for_pipeline(self.name)
+        source = self.spec.spec.source.config
+        fresh = None if all(s in stored for s in self.spec.sink_ids()) else current_binlog_end(source)
+        sinks: dict[str, SinkState] = {}
+        try:
+            for sink_spec in self.spec.spec.sinks:
+                sink = KafkaSink(self.name, self.spec.metadata.tenant, sink_spec.config)
+                sinks[sink.sink_id] = SinkState(sink, self._initial(stored, sink.sink_id, fresh))
+                sink.check_connection(timeout_s=10.0)
+        except BaseException:
+            for state in sinks.values():
+                state.sink.close()
+            raise
+        for sink_id, state in sinks.items():
+            if sink_id not in stored:
+                self._write_checkpoint(sink_id, state.position, events=0)
+        start = min_position([s.position for s in sinks.values()])
+        assert start is not None
+        return sinks, start
+
+    @staticmethod
+    def _initial(stored: dict[str, CheckpointRecord], sink_id: str,
+                 fresh: BinlogPosition | None) -> BinlogPosition:
+        if sink_id in stored:
+            return stored[sink_id].position
+        assert fresh is not None
+        return fresh
+
+    def _finish_start(self, now: float) -> None:
+        if self._start_error is not None:
+            self.fail(self._start_error, now)
+            return
+        if self._started is None:
+            return
+        self.sinks, start = self._started
+        self.reader = BinlogReader(self.name, self.spec.spec.source.config, start, self.queue)
+        self.reader.start()
+        self.state = "running"
+        self._set_status(now, status="running", started_at=time.time(), last_error=None,
+                         next_retry_at=None)
+        log.info("pipeline running pipeline=%s worker=%d start=%s", self.name, self.slot, start)
+
+    def fail(self, error: BaseException, now: float) -> None:
+        """Stop the data path and schedule a retry from the checkpoints."""
+        message = _describe(error)
+        delay = self.backoff.next_delay()
+        log.error("pipeline failed pipeline=%s error=%s retry_in_s=%.1f", self.name, message, delay)
+        if isinstance(error, SourceError):
+            self.metrics.source_error(type(error).__name__)
+        self._close_data_path(flush_timeout_s=0.0)
+        self.state = "failed"
+        self.next_retry_at = now + delay
+        self._set_status(now, status="failed", last_error=message,
+                         next_retry_at=time.time() + delay, restarts=self.status.restarts + 1)
+
+    def drain(self, deadline: float) -> None:
+        """Graceful stop: stop reading, deliver whole transactions, checkpoint, close."""
+        if self.state == "running":
+            if self.reader is not None:
+                self.reader.stop()
+            self._pull_source(time.monotonic(), budget=1_000_000)
+            while (batch := self.batcher.take(time.monotonic(), force=True)) is not None:
+                self._send(batch)
+            while self.inflight and time.monotonic() < deadline:
+                self._collect(time.monotonic(), poll_s=0.05)
+        self._close_data_path(flush_timeout_s=max(0.0, deadline - time.monotonic()))
+        self.state = "stopped"
+        self._set_status(time.monotonic(), status="stopped")
+
+    def _close_data_path(self, flush_timeout_s: float) -> None:
+        if self.reader is not None:
+            self.metrics.reconnected(self.reader.reconnects)
+            self.reader.stop()
+        for state in self.sinks.values():
+            if flush_timeout_s:
+                state.sink.flush(flush_timeout_s)
+            state.sink.close()
+        self._reset_data_path()
+
+    # ---- the data loop -----------------------------------------------------------------
+
+    def step(self, now: float) -> None:
+        """One pass: pick up a start, pull source items, send due batches, collect acks."""
+        try:
+            if self.state == "starting":
+                self._finish_start(now)
+            elif self.state == "failed" and now >= (self.next_retry_at or 0.0):
+                self.begin_start()
+            if self.state == "running":
+                self._run_once(now)
+        except Exception as exc:
+            self.fail(exc, now)
+        if self._status_dirty and now - self._status_written_at >= STATUS_WRITE_INTERVAL_S:
+            self._set_status(now)
+
+    def _run_once(self, now: float) -> None:
+        if len(self.inflight) < self.spec.spec.batch.max_inflight:
+            self._pull_source(now, budget=self.spec.spec.batch.max_events)
+            while len(self.inflight) < self.spec.spec.batch.max_inflight:
+                batch = self.batcher.take(now)
+                if batch is None:
+                    break
+                self._send(batch)
+        self._collect(now, poll_s=0.0)
+
+    def _pull_source(self, now: float, budget: int) -> None:
+        pulled = 0
+        while pulled < budget:
+            try:
+                item = self.queue.get_nowait()
+            except queue.Empty:
+                return
+            if isinstance(item, SourceFailure):
+                raise item.error
+            self.batcher.add(item, now)
+            pulled += len(item)
+
+    def _send(self, batch: Batch) -> None:
+        tally: Tally[tuple[str, str]] = Tally((f"{e.db}.{e.table}", e.op) for e in batch.events)
+        self.metrics.batch_read(tally, batch.size_bytes, batch.events[-1].ts_ms)
+        entry = InFlight(batch, set())
+        self.inflight.append(entry)
+        for sink_id, state in self.sinks.items():
+            events = [] if state.detached else _after(batch.events, state.position)
+            if not events:
+                if not state.detached:
+                    entry.ok_sinks.add(sink_id)
+                continue
+            entry.pending_sinks.add(sink_id)
+            try:
+                state.sink.send_batch(batch.batch_id, events)
+            except SinkEventError as exc:
+                raise PipelineFailure(
+                    f"sink {sink_id} rejected event {exc.event.event_id} "
+                    f"({exc.kind}): {exc.message}; enable the dead-letter queue to set it aside"
+                ) from exc
+        last = batch.events[-1]
+        self._set_status(time.monotonic(), write=False, last_event_ts_ms=last.ts_ms,
+                         events_total=self.status.events_total + len(batch.events))
+
+    def _collect(self, now: float, poll_s: float) -> None:
+        for sink_id, state in self.sinks.items():
+            state.sink.poll(poll_s if len(self.sinks) == 1 else 0.0)
+            for outcome in state.sink.take_completed():
+                self._record_outcome(sink_id, state, outcome)
+        while self.inflight and not self.inflight[0].pending_sinks:
+            self._settle(self.inflight.popleft())
+
+    def _record_outcome(self, sink_id: str, state: SinkState, outcome: BatchOutcome) -> None:
+        entry = next(f for f in self.inflight if f.batch.batch_id == outcome.batch_id)
+        entry.pending_sinks.discard(sink_id)
+        required = state.sink.required
+        if outcome.error is None:
+            self.backoff.reset_after_success()
+            entry.ok_sinks.add(sink_id)
+            state.position = entry.batch.end_position
+            self._write_checkpoint(sink_id, state.position, events=outcome.delivered)
+            self.metrics.sink_acked(sink_id, required, outcome.delivered, outcome.bytes,
+                                    outcome.latency_s, entry.batch.events[0].ts_ms)
+            return
+        self.metrics.sink_failed(sink_id, required)
+        errors = dict(self.status.sink_errors)
+        errors[sink_id] = errors.get(sink_id, 0) + 1
+        last = dict(self.status.sink_last_error)
+        last[sink_id] = outcome.error
+        self._set_status(time.monotonic(), sink_errors=errors, sink_last_error=last)
+        state.detached = True
+        log.warning("sink failed pipeline=%s sink=%s required=%s error=%s",
+                    self.name, sink_id, required, outcome.error)
+
+    def _settle(self, entry: InFlight) -> None:
+        policy = self.spec.spec.commit_policy
+        ok = entry.ok_sinks
+        required = {sid for sid, s in self.sinks.items() if s.sink.required}
+        if policy.mode == "all":
+            satisfied = ok == set(self.sinks)
+        elif policy.mode == "quorum":
+            satisfied = len(ok) >= (policy.quorum or 1)
+        else:
+            satisfied = required <= ok
+        if not satisfied:
+            failed = sorted(set(self.sinks) - ok)
+            detail = "; ".join(f"{s}: {self.status.sink_last_error.get(s, '?')}" for s in failed)
+            raise PipelineFailure(f"commit policy {policy.mode} not met by batch "
+                                  f"{entry.batch.batch_id}: {detail}")
+
+    def _write_checkpoint(self, sink_id: str, position: BinlogPosition, events: int) -> None:
+        record = CheckpointRecord(self.name, sink_id, position, time.time(), events)
+        self.writer.put("checkpoints", CheckpointStore.key(self.name, sink_id), record)
+        self.metrics.checkpointed(1)
+
+    # ---- status ------------------------------------------------------------------------
+
+    def next_wakeup_s(self, now: float) -> float:
+        """How long the loop may sleep for this pipeline's sake."""
+        if self.inflight:
+            return 0.005
+        if self.state == "failed" and self.next_retry_at is not None:
+            return max(0.0, self.next_retry_at - now)
+        deadline = self.batcher.deadline()
+        return 1.0 if deadline is None else max(0.0, deadline - now)
+
+    def _set_status(self, now: float, write: bool = True, **changes: object) -> None:
+        """Change the status; lifecycle changes are written now, counters at most once a second."""
+        if "status" in changes:
+            self.metrics.status(str(changes["status"]))
+        self.status = msgspec.structs.replace(self.status, updated_at=time.time(), **changes)
+        self._status_dirty = not write
+        if write:
+            self.writer.put("status", self.name, self.status)
+            self._status_written_at = now
+
+
+def _after(events: list[ChangeEvent], position: BinlogPosition) -> list[ChangeEvent]:
+    """Events past ``position`` (a sink that is ahead skips what it already has)."""
+    cutoff = position.sort_key()
+    if events[0].position.sort_key() > cutoff:
+        return events
+    return [e for e in events if e.position.sort_key() > cutoff]
+
+
+def _describe(error: BaseException) -> str:
+    text = str(error) or type(error).__name__
+    return text if isinstance(error, PipelineFailure | SourceError) else f"{type(error).__name__}: {text}"
