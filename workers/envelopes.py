@@ -63,7 +63,7 @@ class NativeTransaction(msgspec.Struct):
 
 
 class NativeEvent(msgspec.Struct, omit_defaults=True):
-    """DeltaForge ``Event`` as serde writes it: absent optionals are omitted, tx_end only if true."""
+    """DeltaForge ``Event`` as serde writes it: absent optionals omitted, tx_end only if true."""
 
     before: Row | None
     after: Row | None
@@ -138,7 +138,7 @@ def _debezium_encoder(pipeline: str, tenant: str) -> EncodeFn:
 
 
 def _cloudevents_encoder(pipeline: str, type_prefix: str) -> EncodeFn:
-    """CloudEvents 1.0 structured JSON; absent images are omitted from ``data`` as DeltaForge does."""
+    """CloudEvents 1.0 structured JSON; absent images are left out of ``data``, as in DeltaForge."""
     encode = _json.encode
     types = {op: f"{type_prefix}.{name}" for op, name in CLOUDEVENTS_OP_NAMES.items()}
     format_time = _rfc3339_millis_formatter()

@@ -56,7 +56,7 @@ def compile_key(template: str | None, pipeline: str, tenant: str) -> RenderFn:
 
 
 def default_key(event: ChangeEvent) -> str:
-    """The primary key as text: one column -> its value, several -> a JSON array, none -> db.table."""
+    """The primary key as text: one column -> its value, several -> JSON array, none -> db.table."""
     columns = event.primary_key
     if not columns:
         return f"{event.db}.{event.table}"
@@ -97,14 +97,16 @@ def _strict_renderer(template: str, segments: list[str | Getter]) -> RenderFn:
     variables = _VARIABLE.findall(template)
 
     def render_topic(event: ChangeEvent) -> str:
-        parts = []
-        for index, part in enumerate(segments):
-            if type(part) is not str:
-                part = part(event)  # type: ignore[operator]
-                if part is None:
-                    raise _unresolved(template, segments, index, variables)
-            parts.append(part)
-        result = "".join(parts)  # type: ignore[arg-type]
+        parts: list[str] = []
+        for index, segment in enumerate(segments):
+            if isinstance(segment, str):
+                parts.append(segment)
+                continue
+            value = segment(event)
+            if value is None:
+                raise _unresolved(template, segments, index, variables)
+            parts.append(value)
+        result = "".join(parts)
         if not result:
             raise RoutingError(template, None, f"template {template!r} resolved to an empty string")
         return result
@@ -157,7 +159,9 @@ def _parse(template: str, pipeline: str, tenant: str) -> tuple[list[str | Getter
 def _check_literal(template: str, text: str, offset: int) -> None:
     opened = text.find("${")
     if opened >= 0:
-        raise TemplateError(f"unclosed '${{' at position {offset + opened} in template {template!r}")
+        raise TemplateError(
+            f"unclosed '${{' at position {offset + opened} in template {template!r}"
+        )
 
 
 def _getter(template: str, path: str, pipeline: str, tenant: str) -> tuple[Getter, bool]:

@@ -1,4 +1,4 @@
-"""Delivery accounting: which batches have every message acknowledged, in the order they were sent."""
+"""Delivery accounting: which batches have every message acknowledged, in send order."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ class BatchOutcome:
 
 
 class BatchTracker:
-    """Counts the delivery reports of one batch; its bound ``on_delivery`` is the produce callback."""
+    """Counts one batch's delivery reports; its bound ``on_delivery`` is the produce callback."""
 
     __slots__ = ("batch_id", "sent", "delivered", "failed", "error", "bytes", "sent_at",
                  "done_at", "sealed")

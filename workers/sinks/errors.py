@@ -1,6 +1,6 @@
 """Sink errors, grouped by what the caller does with them.
 
-- ``SinkConfigError``: the sink cannot be built as configured (bad template); fatal for the pipeline.
+- ``SinkConfigError``: the sink cannot be built as configured (bad template); fatal.
 - ``SinkUnavailableError``: the destination cannot be reached now; retry with backoff.
 - ``SinkEventError``: one event cannot be written (routing, serialization, too large); to the DLQ.
 """
