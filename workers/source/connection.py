@@ -1,0 +1,106 @@
+"""Connecting to the source server: settings, preflight checks, and pymysql errors as ours."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import pymysql
+
+from state.spec import MysqlConfigSpec
+from workers.source.dsn import MysqlDsn, parse_dsn
+from workers.source.errors import (
+    SourceAuthError,
+    SourceConfigError,
+    SourceError,
+    SourcePositionLostError,
+    SourceUnreachableError,
+)
+
+CONNECT_TIMEOUT_S = 10
+GRANTS = "REPLICATION SLAVE, REPLICATION CLIENT (MySQL) or BINLOG MONITOR (MariaDB), SELECT"
+_AUTH_CODES = frozenset({1044, 1045, 1142, 1227, 1698})
+_POSITION_LOST_CODES = frozenset({1236})
+_REQUIRED_SETTINGS = {
+    "binlog_format": "ROW",
+    "binlog_row_image": "FULL",
+    "binlog_row_metadata": "FULL",
+}
+_JSON_CHECK = re.compile(r"json_valid\(`((?:[^`]|``)+)`\)", re.IGNORECASE)
+
+
+def connection_settings(config: MysqlConfigSpec, dsn: MysqlDsn | None = None) -> dict[str, Any]:
+    """pymysql keyword arguments for the server of ``config``."""
+    dsn = dsn or parse_dsn(config.dsn)
+    return {
+        "host": dsn.host,
+        "port": dsn.port,
+        "user": dsn.user,
+        "passwd": dsn.password,
+        "connect_timeout": CONNECT_TIMEOUT_S,
+        "read_timeout": config.read_timeout_s,
+        "charset": "utf8mb4",
+    }
+
+
+def connect(config: MysqlConfigSpec, dsn: MysqlDsn) -> pymysql.connections.Connection:
+    """A plain autocommit connection, with failures translated to ``SourceError``."""
+    try:
+        return pymysql.connect(**connection_settings(config, dsn), autocommit=True)
+    except Exception as exc:
+        raise classify(exc, dsn) from exc
+
+
+def classify(exc: BaseException, dsn: MysqlDsn) -> SourceError:
+    """A connection or stream failure as the ``SourceError`` that says what to do about it."""
+    if isinstance(exc, SourceError):
+        return exc
+    code = exc.args[0] if exc.args and isinstance(exc.args[0], int) else None
+    cause = _cause(exc)
+    if code in _AUTH_CODES:
+        return SourceAuthError(
+            f"access denied for {dsn.user}@{dsn.address}: {cause}; the user needs {GRANTS}"
+        )
+    if code in _POSITION_LOST_CODES:
+        return SourcePositionLostError(
+            f"binlog position lost on {dsn.address}: {cause}; re-snapshot the pipeline or "
+            "reset its position (the binlog file was purged)"
+        )
+    return SourceUnreachableError(f"cannot read binlog from {dsn.address}: {cause}")
+
+
+def _cause(exc: BaseException) -> str:
+    if len(exc.args) >= 2:
+        return f"({exc.args[0]}) {exc.args[1]}"
+    return str(exc) or type(exc).__name__
+
+
+def check_server(conn: pymysql.connections.Connection, dsn: MysqlDsn) -> None:
+    """Fail early and clearly when the server's binlog cannot give full row images."""
+    with conn.cursor() as cur:
+        cur.execute(
+            "SHOW GLOBAL VARIABLES WHERE Variable_name IN "
+            "('log_bin', 'binlog_format', 'binlog_row_image', 'binlog_row_metadata')"
+        )
+        settings = {str(k).lower(): str(v).upper() for k, v in cur.fetchall()}
+    if settings.get("log_bin") != "ON":
+        raise SourceConfigError(f"binary logging is off on {dsn.address} (enable log_bin)")
+    wrong = [
+        f"{k}={settings.get(k)} (need {v})"
+        for k, v in _REQUIRED_SETTINGS.items()
+        if settings.get(k) != v
+    ]
+    if wrong:
+        raise SourceConfigError(f"server {dsn.address} cannot be captured: {', '.join(wrong)}")
+
+
+def json_columns(conn: pymysql.connections.Connection, schema: str, table: str) -> frozenset[str]:
+    """MariaDB JSON columns of a table (LONGTEXT with a ``json_valid`` check)."""
+    with conn.cursor() as cur:
+        cur.execute(
+            "SELECT CHECK_CLAUSE FROM information_schema.CHECK_CONSTRAINTS "
+            "WHERE CONSTRAINT_SCHEMA = %s AND TABLE_NAME = %s",
+            (schema, table),
+        )
+        clauses = [str(row[0]) for row in cur.fetchall()]
+    return frozenset(m.replace("``", "`") for c in clauses for m in _JSON_CHECK.findall(c))

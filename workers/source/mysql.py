@@ -1,0 +1,248 @@
+"""The MySQL/MariaDB binlog source: where the binlog ends, and a reader thread that streams it."""
+
+from __future__ import annotations
+
+import logging
+import queue
+import socket
+import threading
+from typing import Any
+
+import pymysql
+from pymysqlreplication import BinLogStreamReader
+
+from state.records import BinlogPosition
+from state.spec import MysqlConfigSpec
+from workers.events import ChangeEvent
+from workers.source.backoff import backoff_delay_s
+from workers.source.connection import (
+    check_server,
+    classify,
+    connect,
+    connection_settings,
+    json_columns,
+)
+from workers.source.dsn import MysqlDsn, parse_dsn
+from workers.source.errors import SourceConfigError, SourceError, SourceUnreachableError
+from workers.source.items import SourceFailure, SourceItem
+from workers.source.stream import STREAM_EVENTS, EventRouter
+from workers.source.tablemap import TableShapes
+from workers.source.tables import TableFilter
+
+__all__ = ["BinlogReader", "SourceFailure", "SourceItem", "current_binlog_end"]
+
+log = logging.getLogger(__name__)
+_PARSE_ERROR = 1064
+_PUT_POLL_S = 0.2
+
+
+def current_binlog_end(config: MysqlConfigSpec) -> BinlogPosition:
+    """The server's current binlog end (file, pos, executed GTIDs, server id)."""
+    dsn = parse_dsn(config.dsn)
+    conn = connect(config, dsn)
+    try:
+        return _binlog_end(conn, dsn)
+    except SourceError:
+        raise
+    except Exception as exc:
+        raise classify(exc, dsn) from exc
+    finally:
+        conn.close()
+
+
+def _binlog_end(conn: Any, dsn: MysqlDsn) -> BinlogPosition:
+    with conn.cursor() as cur:
+        status = _binlog_status(cur)
+        if status is None:
+            raise SourceConfigError(f"binary logging is off on {dsn.address} (enable log_bin)")
+        mariadb = "mariadb" in conn.get_server_info().lower()
+        cur.execute(
+            "SELECT @@GLOBAL.gtid_binlog_pos" if mariadb else "SELECT @@GLOBAL.gtid_executed"
+        )
+        gtid = str(cur.fetchone()[0] or "").replace("\n", "") or None
+        cur.execute("SELECT @@server_id")
+        server_id = int(cur.fetchone()[0])
+    return BinlogPosition(str(status[0]), int(status[1]), 0, gtid, server_id)
+
+
+def _binlog_status(cur: Any) -> Any:
+    try:
+        cur.execute("SHOW MASTER STATUS")
+    except pymysql.err.ProgrammingError as exc:  # MySQL 8.4 removed SHOW MASTER STATUS
+        if exc.args[0] != _PARSE_ERROR:
+            raise
+        cur.execute("SHOW BINARY LOG STATUS")
+    return cur.fetchone()
+
+
+class _Stopped(Exception):
+    """Raised inside the reader thread once ``stop()`` was called."""
+
+
+class BinlogReader:
+    """Streams one server's binlog from ``start`` into ``out`` on a daemon thread.
+
+    Puts ``list[ChangeEvent]`` (one rows event, filtered by table) and, on a fatal error, one
+    ``SourceFailure`` before the thread ends. Transient errors are retried forever with capped
+    backoff, resuming from the position after the last event put on ``out``.
+    """
+
+    def __init__(
+        self,
+        pipeline: str,
+        config: MysqlConfigSpec,
+        start: BinlogPosition,
+        out: queue.Queue[SourceItem],
+    ) -> None:
+        self._pipeline = pipeline
+        self._config = config
+        self._dsn = parse_dsn(config.dsn)
+        self._out = out
+        self._tables = TableFilter(config.tables)
+        self._shapes = TableShapes(self._json_columns)
+        self._router = EventRouter(start, self._tables, self._shapes, self._put)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"binlog-{pipeline}", daemon=True)
+        self._ctl: Any = None
+        self._stream_conn: Any = None
+        self._stream_connects = 0
+        self._attempt = 0
+
+    @property
+    def reconnects(self) -> int:
+        """How many times the binlog connection was re-established after the first one."""
+        return max(0, self._stream_connects - 1)
+
+    @property
+    def position(self) -> BinlogPosition:
+        """Position after the last event put on the queue (where a reconnect resumes)."""
+        return self._router.resume_position
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self, timeout_s: float = 5.0) -> None:
+        """Stop reading and join the thread."""
+        self._stop.set()
+        _shutdown(self._stream_conn)
+        if self._thread.is_alive():
+            self._thread.join(timeout_s)
+
+    def _run(self) -> None:
+        log.info(
+            "binlog reader started pipeline=%s source=%s position=%s",
+            self._pipeline,
+            self._dsn.redacted(),
+            self._router.resume_position,
+        )
+        while not self._stop.is_set():
+            try:
+                self._read_session()
+            except _Stopped:
+                break
+            except Exception as exc:  # top of the reader loop: classify, then retry or report
+                try:
+                    if not self._handle_failure(classify(exc, self._dsn)):
+                        return
+                except _Stopped:
+                    break
+        log.info(
+            "binlog reader stopped pipeline=%s position=%s",
+            self._pipeline,
+            self._router.resume_position,
+        )
+
+    def _handle_failure(self, error: SourceError) -> bool:
+        """Retry a transient error after a backoff (True), or report a fatal one (False)."""
+        if error.fatal:
+            log.error("binlog reader failed pipeline=%s error=%s", self._pipeline, error)
+            self._put_item(SourceFailure(error))
+            return False
+        self._attempt += 1
+        delay_s = backoff_delay_s(self._attempt)
+        log.warning(
+            "binlog reader retrying pipeline=%s attempt=%d delay_s=%.1f position=%s error=%s",
+            self._pipeline,
+            self._attempt,
+            delay_s,
+            self._router.resume_position,
+            error,
+        )
+        self._stop.wait(delay_s)
+        return True
+
+    def _read_session(self) -> None:
+        """One connection: preflight, then stream until stopped or an error is raised."""
+        start = self._router.resume_position
+        self._router = EventRouter(start, self._tables, self._shapes, self._put)
+        self._ctl = connect(self._config, self._dsn)
+        stream = self._open_stream(start)
+        try:
+            check_server(self._ctl, self._dsn)
+            self._follow(stream)
+        finally:
+            stream.close()
+            self._ctl.close()
+
+    def _follow(self, stream: BinLogStreamReader) -> None:
+        handle = self._router.handle
+        stop = self._stop
+        for event in stream:
+            if stop.is_set():
+                raise _Stopped
+            handle(event)
+            self._attempt = 0
+        raise SourceUnreachableError(f"{self._dsn.address} ended the binlog stream")
+
+    def _open_stream(self, start: BinlogPosition) -> BinLogStreamReader:
+        return BinLogStreamReader(
+            connection_settings=connection_settings(self._config, self._dsn),
+            server_id=self._config.effective_server_id(),
+            log_file=start.file,
+            log_pos=start.pos,
+            resume_stream=True,
+            blocking=True,
+            slave_heartbeat=self._config.heartbeat_s,
+            only_events=STREAM_EVENTS,
+            only_schemas=self._tables.schemas,
+            is_mariadb=False,  # True would ignore log_file/log_pos; MariaDB GTIDs arrive anyway
+            pymysql_wrapper=self._connect_counted,
+            enable_logging=False,
+        )
+
+    def _connect_counted(self, **settings: Any) -> Any:
+        """pymysql.connect for the library; counts stream (re)connections, refuses after stop."""
+        if self._stop.is_set():
+            raise _Stopped
+        conn = pymysql.connect(**settings)
+        if "cursorclass" not in settings:  # the library's control connection sets one
+            self._stream_connects += 1
+            self._stream_conn = conn
+        return conn
+
+    def _json_columns(self, schema: str, table: str) -> frozenset[str]:
+        return json_columns(self._ctl, schema, table)
+
+    def _put(self, events: list[ChangeEvent]) -> None:
+        self._put_item(events)
+
+    def _put_item(self, item: SourceItem) -> None:
+        """Blocking put (backpressure to the binlog) that still notices ``stop()``."""
+        while True:
+            try:
+                self._out.put(item, timeout=_PUT_POLL_S)
+                return
+            except queue.Full:
+                if self._stop.is_set():
+                    raise _Stopped from None
+
+
+def _shutdown(conn: Any) -> None:
+    """Wake a thread blocked reading the binlog socket."""
+    sock = getattr(conn, "_sock", None)
+    if sock is None:
+        return
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
