@@ -37,6 +37,7 @@ def ops(status: StatusRecord | None, checkpoints: dict[str, CheckpointRecord]) -
         },
         "checkpoints": [checkpoint_info(cp, now) for cp in checkpoints.values()],
         "worker": status.worker if status else None,
+        "worker_pid": status.worker_pid if status else None,
         "restarts": status.restarts if status else 0,
         "last_error": status.last_error if status else None,
         "next_retry_at": status.next_retry_at if status else None,

@@ -64,6 +64,7 @@ class StatusRecord(msgspec.Struct, frozen=True):
     name: str
     status: ActualStatus = "pending"
     worker: int | None = None
+    worker_pid: int | None = None
     generation: int = 0
     started_at: float | None = None
     updated_at: float = 0.0

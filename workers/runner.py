@@ -9,6 +9,7 @@ before it, and it is the position AFTER the batch's last event.
 from __future__ import annotations
 
 import logging
+import os
 import queue
 import threading
 import time
@@ -27,9 +28,12 @@ from workers.batching import Batch, Batcher
 from workers.events import ChangeEvent
 from workers.metrics import PipelineMetrics
 from workers.waker import Waker
-from workers.sinks.kafka import BatchOutcome, KafkaSink, SinkEventError
+from workers.sinks.batches import BatchOutcome
+from workers.sinks.errors import SinkEventError
+from workers.sinks.kafka import KafkaSink
 from workers.source.errors import SourceError
-from workers.source.mysql import BinlogReader, SourceFailure, current_binlog_end
+from workers.source.items import SourceFailure
+from workers.source.mysql import BinlogReader, current_binlog_end
 
 log = logging.getLogger(__name__)
 SOURCE_QUEUE_ITEMS = 256
@@ -83,7 +87,8 @@ class PipelineRunner:
         self.metrics = PipelineMetrics(self.name, spec.metadata.tenant)
         self.backoff = Backoff(initial_s=1.0, max_s=60.0)
         self.state = "starting"
-        self.status = StatusRecord(name=self.name, worker=slot, generation=generation)
+        self.status = StatusRecord(name=self.name, worker=slot, worker_pid=os.getpid(),
+                                   generation=generation)
         self._starter: threading.Thread | None = None
         self._started: tuple[dict[str, SinkState], BinlogPosition] | None = None
         self._start_error: BaseException | None = None
