@@ -36,7 +36,7 @@ def connection_settings(config: MysqlConfigSpec, dsn: MysqlDsn | None = None) ->
         "host": dsn.host,
         "port": dsn.port,
         "user": dsn.user,
-        "passwd": dsn.password,
+        "password": dsn.password,
         "connect_timeout": CONNECT_TIMEOUT_S,
         "read_timeout": config.read_timeout_s,
         "charset": "utf8mb4",

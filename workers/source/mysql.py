@@ -191,7 +191,6 @@ class BinlogReader:
             if stop.is_set():
                 raise _Stopped
             handle(event)
-            self._attempt = 0
         raise SourceUnreachableError(f"{self._dsn.address} ended the binlog stream")
 
     def _open_stream(self, start: BinlogPosition) -> BinLogStreamReader:
@@ -225,6 +224,7 @@ class BinlogReader:
 
     def _put(self, events: list[ChangeEvent]) -> None:
         self._put_item(events)
+        self._attempt = 0  # progress: the next fault starts its backoff afresh
 
     def _put_item(self, item: SourceItem) -> None:
         """Blocking put (backpressure to the binlog) that still notices ``stop()``."""

@@ -151,11 +151,18 @@ class EventRouter:
         if shape is None:
             return
         self._in_tx = True
-        events = self._change_events(event, shape, op, _decoded_rows(event, self.file))
+        events = self._decode(event, shape, op)
         if events:
             if self._pending:
                 self._flush_pending()
             self._pending = events
+
+    def _decode(self, event: Any, shape: TableShape, op: Op) -> list[ChangeEvent]:
+        try:
+            return self._change_events(event, shape, op, event.rows)
+        except Exception as exc:  # the library and converters raise many kinds on bad data
+            where = f"{self.file}:{event.packet.log_pos} table {shape.schema}.{shape.table}"
+            raise SourceDecodeError(f"cannot decode rows event at {where}: {exc!r}") from exc
 
     def _flush_pending(self) -> None:
         pending, self._pending = self._pending, None
@@ -204,14 +211,6 @@ class EventRouter:
                 )
             )
         return events
-
-
-def _decoded_rows(event: Any, file: str) -> list[dict[str, Any]]:
-    try:
-        return event.rows  # type: ignore[no-any-return]
-    except Exception as exc:  # the library raises many kinds on undecodable data
-        where = f"{file}:{event.packet.log_pos} table {event.schema}.{event.table}"
-        raise SourceDecodeError(f"cannot decode rows event at {where}: {exc!r}") from exc
 
 
 Images = tuple[dict[str, Any] | None, dict[str, Any] | None]

@@ -44,12 +44,15 @@ def converter_for(column: Any, charset: str | None, json_text: bool = False) -> 
 
 
 def _text_converter(kind: int, charset: str | None, length: int, json_text: bool) -> Converter:
+    # An empty value arrives as "" (Python skips the codec lookup for empty bytes).
     if charset == "binary":
-        return _binary_padder(length) if kind == FIELD_TYPE.STRING else bytes
+        if kind == FIELD_TYPE.STRING:
+            return _binary_padder(length)
+        return lambda raw: raw or b""
     decode = text_decoder(charset)
     if json_text:
-        return lambda raw: parse_json_text(decode(raw))
-    return decode
+        return lambda raw: parse_json_text(decode(raw) if raw else "")
+    return lambda raw: decode(raw) if raw else ""
 
 
 def text_decoder(charset: str | None) -> Converter:
@@ -60,7 +63,7 @@ def text_decoder(charset: str | None) -> Converter:
         encoding = codecs.lookup(charset or "utf8").name
     except LookupError:
         return bytes
-    return lambda raw: raw.decode(encoding, "replace") if isinstance(raw, bytes) else raw
+    return lambda raw: raw.decode(encoding, "replace")
 
 
 def decode_mysql_latin1(raw: bytes) -> str:
@@ -70,7 +73,7 @@ def decode_mysql_latin1(raw: bytes) -> str:
 
 def _binary_padder(length: int) -> Converter:
     """BINARY(n) is stored without its trailing zero bytes; SELECT shows them, so do we."""
-    return lambda raw: bytes(raw).ljust(length, b"\x00")
+    return lambda raw: (raw or b"").ljust(length, b"\x00")
 
 
 def parse_json_text(text: str) -> Any:
