@@ -60,9 +60,12 @@ def default_key(event: ChangeEvent) -> str:
     columns = event.primary_key
     if not columns:
         return f"{event.db}.{event.table}"
-    row = _key_row(event)
     if len(columns) == 1:
-        return value_text(row.get(columns[0])) or ""
+        column = columns[0]
+        after = event.after
+        row = after if after is not None and column in after else event.before or {}
+        return value_text(row.get(column)) or ""
+    row = _key_row(event)
     return _json_encode([row.get(column) for column in columns]).decode()
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Callable
 from typing import Any
 
 import msgspec
@@ -19,7 +20,12 @@ from workers.envelopes import build_encoder
 from workers.events import ChangeEvent
 from workers.routing import compile_key, compile_topic
 from workers.sinks.batches import BatchLedger, BatchOutcome, BatchTracker
-from workers.sinks.errors import RoutingError, SinkEventError, SinkUnavailableError
+from workers.sinks.errors import (
+    RoutingError,
+    SinkError,
+    SinkEventError,
+    SinkUnavailableError,
+)
 
 __all__ = ["BatchOutcome", "KafkaSink"]
 
@@ -27,6 +33,7 @@ log = logging.getLogger(__name__)
 
 _BACKPRESSURE_POLL_S = 0.05
 _VALID_TOPIC = re.compile(r"[A-Za-z0-9._-]{1,249}")
+DeliveryFn = Callable[[Any, Any], None]
 _ENCODING_ERRORS = (msgspec.EncodeError, TypeError, ValueError, OverflowError, KeyError)
 
 
@@ -75,9 +82,10 @@ class KafkaSink:
         the caller deals with the rejected event and sends the rest as a new batch.
         """
         tracker = self._ledger.open(batch_id)
+        on_delivery = tracker.on_delivery  # one bound method for the whole batch
         try:
             for index, event in enumerate(events):
-                self._produce(tracker, index, event)
+                self._produce(tracker, on_delivery, index, event)
         finally:
             tracker.seal()
 
@@ -112,24 +120,36 @@ class KafkaSink:
         """Drop unsent messages (their batches report failures) and release the client."""
         self._producer.purge()
         self._producer.poll(0)
-        self._producer.close()
+        close = getattr(self._producer, "close", None)  # Producer.close() is new in 2.x
+        if close is not None:
+            close()
         log.info("kafka sink closed pipeline=%s sink=%s", self._pipeline, self.sink_id)
 
-    def _produce(self, tracker: BatchTracker, index: int, event: ChangeEvent) -> None:
+    def _produce(
+        self, tracker: BatchTracker, on_delivery: DeliveryFn, index: int, event: ChangeEvent
+    ) -> None:
         topic, key, value = self._prepare(index, event)
         while True:
             try:
-                self._producer.produce(topic, value, key, on_delivery=tracker.on_delivery)
+                self._producer.produce(topic, value, key, on_delivery=on_delivery)
                 break
             except BufferError:
                 self._producer.poll(_BACKPRESSURE_POLL_S)  # local queue full: backpressure
             except KafkaException as exc:
-                raise SinkEventError(
-                    event, "serialization error", f"kafka rejected the message: "
-                    f"{_kafka_error_text(exc)} (topic {topic}, {len(value)} bytes)", index
-                ) from None
+                raise self._produce_error(exc, index, event, topic, len(value)) from None
         tracker.sent += 1
         tracker.bytes += len(value) + len(key)
+
+    def _produce_error(
+        self, exc: KafkaException, index: int, event: ChangeEvent, topic: str, size: int
+    ) -> SinkError:
+        """Too large: this event's fault (DLQ). Anything else: the producer's (pipeline retry)."""
+        text = _kafka_error_text(exc)
+        error = exc.args[0] if exc.args else None
+        if isinstance(error, KafkaError) and error.code() == KafkaError.MSG_SIZE_TOO_LARGE:
+            return SinkEventError(event, "serialization error", f"kafka rejected the message: "
+                                  f"{text} (topic {topic}, {size} bytes)", index)
+        return SinkUnavailableError(f"kafka sink {self.sink_id!r}: produce failed: {text}")
 
     def _prepare(self, index: int, event: ChangeEvent) -> tuple[str, bytes, bytes]:
         try:
