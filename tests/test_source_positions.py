@@ -1,0 +1,301 @@
+"""Positions, resumes, DDL, rotation, filters and failures of BinlogReader against MariaDB."""
+
+from __future__ import annotations
+
+import queue
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import pytest
+
+from deploy.local.mariadb import MariaDBServer
+from deploy.local.processes import free_port
+from state.records import BinlogPosition
+from state.spec import MysqlConfigSpec
+from workers.events import ChangeEvent
+from workers.source.backoff import backoff_delay_s
+from workers.source.dsn import parse_dsn
+from workers.source.errors import (
+    SourceAuthError,
+    SourceConfigError,
+    SourcePositionLostError,
+    SourceUnreachableError,
+)
+from workers.source.items import SourceFailure, SourceItem
+from workers.source.mysql import BinlogReader, current_binlog_end
+from workers.source.tables import TableFilter
+
+
+def source_config(dsn: str, tables: list[str]) -> MysqlConfigSpec:
+    return MysqlConfigSpec(id="positions", dsn=dsn, tables=tables, heartbeat_s=1, read_timeout_s=5)
+
+
+@contextmanager
+def reading(config: MysqlConfigSpec, start: BinlogPosition) -> Iterator[queue.Queue[SourceItem]]:
+    out: queue.Queue[SourceItem] = queue.Queue(maxsize=10_000)
+    reader = BinlogReader("positions", config, start, out)
+    reader.start()
+    try:
+        yield out
+    finally:
+        reader.stop()
+        assert not reader._thread.is_alive()
+
+
+def take(out: queue.Queue[SourceItem], count: int, timeout_s: float = 20.0) -> list[ChangeEvent]:
+    events: list[ChangeEvent] = []
+    deadline = time.monotonic() + timeout_s
+    while len(events) < count:
+        item = out.get(timeout=max(0.01, deadline - time.monotonic()))
+        assert not isinstance(item, SourceFailure), item.error
+        events.extend(item)
+    return events
+
+
+def assert_quiet(out: queue.Queue[SourceItem], wait_s: float = 1.5) -> None:
+    with pytest.raises(queue.Empty):
+        out.get(timeout=wait_s)
+
+
+def failure(out: queue.Queue[SourceItem], timeout_s: float = 20.0) -> SourceFailure:
+    item = out.get(timeout=timeout_s)
+    assert isinstance(item, SourceFailure), item
+    return item
+
+
+@pytest.fixture
+def db(mariadb: MariaDBServer, unique_name: str) -> Iterator[str]:
+    conn = mariadb.connect()
+    with conn.cursor() as cur:
+        cur.execute(f"CREATE DATABASE {unique_name}")
+        cur.execute(f"CREATE TABLE {unique_name}.t (id INT PRIMARY KEY, v VARCHAR(20))")
+    yield unique_name
+    with conn.cursor() as cur:
+        cur.execute(f"DROP DATABASE {unique_name}")
+    conn.close()
+
+
+def run(mariadb: MariaDBServer, *statements: str) -> None:
+    conn = mariadb.connect()
+    with conn.cursor() as cur:
+        for statement in statements:
+            cur.execute(statement)
+    conn.close()
+
+
+def write_transactions(mariadb: MariaDBServer, db: str) -> None:
+    """Rows 1, then 2-5 in one transaction (two statements), then 6, then 7."""
+    run(
+        mariadb,
+        f"INSERT INTO {db}.t VALUES (1, 'a')",
+        "BEGIN",
+        f"INSERT INTO {db}.t VALUES (2, 'b'), (3, 'c')",
+        f"INSERT INTO {db}.t VALUES (4, 'd'), (5, 'e')",
+        "COMMIT",
+        f"INSERT INTO {db}.t VALUES (6, 'f')",
+        f"UPDATE {db}.t SET v = 'g' WHERE id = 6",
+    )
+
+
+def ids(events: list[ChangeEvent]) -> list[Any]:
+    return [(e.after or e.before or {}).get("id") for e in events]
+
+
+def test_positions_mark_boundaries_and_resume_without_duplicates(
+    mariadb: MariaDBServer, db: str
+) -> None:
+    config = source_config(mariadb.cdc_dsn(), [f"{db}.t"])
+    start = current_binlog_end(config)
+    write_transactions(mariadb, db)
+    with reading(config, start) as out:
+        first = take(out, 7)
+    assert ids(first) == [1, 2, 3, 4, 5, 6, 6]
+    assert [e.tx_end for e in first] == [True, False, False, False, True, True, True]
+    assert [e.position.row_skip for e in first] == [0, 1, 2, 3, 0, 0, 0]
+    boundary = first[0].position
+    assert all(e.position.file == boundary.file for e in first[1:4])
+    assert {e.position.pos for e in first[1:4]} == {boundary.pos}
+    assert len({e.tx_id for e in first}) == 4 and first[1].tx_id == first[4].tx_id
+    assert first[4].gtid and first[4].position.gtid_set and "-" in first[4].position.gtid_set
+    assert first[0].position.server_id == start.server_id
+    for resume_at in (1, 2, 3, 4):  # mid-transaction (row_skip) and boundaries
+        with reading(config, first[resume_at].position) as out:
+            again = take(out, 6 - resume_at)
+            assert_quiet(out, 0.5)
+        assert [e.event_id for e in again] == [e.event_id for e in first[resume_at + 1 :]]
+        assert [e.position for e in again] == [e.position for e in first[resume_at + 1 :]]
+
+
+def test_binlog_end_start_reads_only_new_rows(mariadb: MariaDBServer, db: str) -> None:
+    config = source_config(mariadb.cdc_dsn(), [f"{db}.*"])
+    run(mariadb, f"INSERT INTO {db}.t VALUES (1, 'old')")
+    start = current_binlog_end(config)
+    with reading(config, start) as out:
+        run(mariadb, f"INSERT INTO {db}.t VALUES (2, 'new')")
+        events = take(out, 1)
+        assert_quiet(out, 1.0)
+    assert ids(events) == [2]
+    assert events[0].file == start.file and events[0].pos >= start.pos
+
+
+def test_ddl_changes_columns_mid_stream(mariadb: MariaDBServer, db: str) -> None:
+    config = source_config(mariadb.cdc_dsn(), [f"{db}.t"])
+    start = current_binlog_end(config)
+    run(
+        mariadb,
+        f"INSERT INTO {db}.t VALUES (1, 'a')",
+        f"ALTER TABLE {db}.t ADD COLUMN n INT UNSIGNED DEFAULT 7",
+        f"INSERT INTO {db}.t VALUES (2, 'b', 4294967295)",
+        f"ALTER TABLE {db}.t RENAME COLUMN v TO label",
+        f"INSERT INTO {db}.t VALUES (3, 'c', 3)",
+        f"ALTER TABLE {db}.t DROP COLUMN n",
+        f"INSERT INTO {db}.t VALUES (4, 'd')",
+        f"TRUNCATE TABLE {db}.t",
+        f"INSERT INTO {db}.t VALUES (5, 'e')",
+    )
+    with reading(config, start) as out:
+        events = take(out, 5)
+    assert [e.after for e in events] == [
+        {"id": 1, "v": "a"},
+        {"id": 2, "v": "b", "n": 4294967295},
+        {"id": 3, "label": "c", "n": 3},
+        {"id": 4, "label": "d"},
+        {"id": 5, "label": "e"},
+    ]
+    ddl_boundary = events[1].position  # the ALTER is a boundary: resuming there sees row 2 only
+    with reading(config, events[0].position) as out:
+        assert ids(take(out, 4)) == [2, 3, 4, 5]
+    assert ddl_boundary.row_skip == 0
+
+
+def test_rotation_in_the_middle(mariadb: MariaDBServer, db: str) -> None:
+    config = source_config(mariadb.cdc_dsn(), [f"{db}.t"])
+    start = current_binlog_end(config)
+    run(
+        mariadb,
+        f"INSERT INTO {db}.t VALUES (1, 'a')",
+        "FLUSH BINARY LOGS",
+        f"INSERT INTO {db}.t VALUES (2, 'b')",
+    )
+    with reading(config, start) as out:
+        events = take(out, 2)
+    assert events[0].file == start.file
+    assert events[1].file != start.file and events[1].position.file == events[1].file
+    with reading(config, events[0].position) as out:
+        assert [e.event_id for e in take(out, 1)] == [events[1].event_id]
+
+
+def test_table_filter_patterns(mariadb: MariaDBServer, db: str) -> None:
+    run(
+        mariadb,
+        f"CREATE TABLE {db}.orders_2024 (id INT PRIMARY KEY)",
+        f"CREATE TABLE {db}.other (id INT PRIMARY KEY)",
+    )
+    config = source_config(mariadb.cdc_dsn(), [f"{db}.orders%", f"{db}.t"])
+    start = current_binlog_end(config)
+    run(
+        mariadb,
+        f"INSERT INTO {db}.other VALUES (1)",
+        f"INSERT INTO {db}.orders_2024 VALUES (2)",
+        f"INSERT INTO {db}.t VALUES (3, 'x')",
+        "BEGIN",
+        f"INSERT INTO {db}.t VALUES (4, 'y')",
+        f"INSERT INTO {db}.other VALUES (5)",
+        "COMMIT",
+    )
+    with reading(config, start) as out:
+        events = take(out, 3)
+        assert_quiet(out, 1.0)
+    assert [(e.table, ids([e])[0], e.tx_end) for e in events] == [
+        ("orders_2024", 2, True),
+        ("t", 3, True),
+        ("t", 4, True),
+    ]
+
+
+def test_filter_patterns_unit() -> None:
+    tables = TableFilter(["shop.orders%", "crm.*", "app.users"])
+    assert tables.matches("shop", "orders_2024") and tables.matches("crm", "anything")
+    assert tables.matches("app", "users") and not tables.matches("app", "users2")
+    assert not tables.matches("shop", "customers") and tables.schemas == ["app", "crm", "shop"]
+    everything = TableFilter([])
+    assert everything.matches("x", "y") and not everything.matches("mysql", "user")
+    assert everything.schemas is None
+
+
+def test_bad_password_is_an_auth_failure(mariadb: MariaDBServer) -> None:
+    dsn = f"mysql://cdc:wrong@{mariadb.host}:{mariadb.port}/"
+    config = source_config(dsn, [])
+    with pytest.raises(SourceAuthError, match=f"cdc@127.0.0.1:{mariadb.port}"):
+        current_binlog_end(config)
+    with reading(config, BinlogPosition("mysql-bin.000001", 4)) as out:
+        error = failure(out).error
+    assert isinstance(error, SourceAuthError)
+    assert "REPLICATION SLAVE" in str(error) and "wrong" not in str(error)
+
+
+def test_purged_binlog_is_position_lost(mariadb: MariaDBServer, db: str) -> None:
+    config = source_config(mariadb.cdc_dsn(), [f"{db}.t"])
+    old = current_binlog_end(config)
+    run(mariadb, f"INSERT INTO {db}.t VALUES (1, 'a')", "FLUSH BINARY LOGS")
+    purge_to(mariadb, current_binlog_end(config).file)
+    with reading(config, old) as out:
+        error = failure(out).error
+    assert isinstance(error, SourcePositionLostError)
+    assert "re-snapshot" in str(error)
+
+
+def purge_to(mariadb: MariaDBServer, newest: str, timeout_s: float = 20.0) -> None:
+    """PURGE until it took effect (MariaDB keeps files its binlog checkpoint still needs)."""
+    conn = mariadb.connect()
+    deadline = time.monotonic() + timeout_s
+    with conn.cursor() as cur:
+        while True:
+            cur.execute(f"PURGE BINARY LOGS TO '{newest}'")
+            cur.execute("SHOW BINARY LOGS")
+            if cur.fetchone()[0] == newest:
+                break
+            assert time.monotonic() < deadline, "binlog was not purged"
+            time.sleep(0.2)
+    conn.close()
+
+
+def test_unreachable_port() -> None:
+    config = source_config(f"mysql://cdc:cdcpw@127.0.0.1:{free_port()}/", [])
+    with pytest.raises(SourceUnreachableError, match="127.0.0.1"):
+        current_binlog_end(config)
+
+
+def test_reader_retries_unreachable_and_stops_promptly() -> None:
+    config = source_config(f"mysql://cdc:cdcpw@127.0.0.1:{free_port()}/", [])
+    out: queue.Queue[SourceItem] = queue.Queue()
+    reader = BinlogReader("retry", config, BinlogPosition("mysql-bin.000001", 4), out)
+    reader.start()
+    time.sleep(1.5)
+    started = time.monotonic()
+    reader.stop()
+    assert time.monotonic() - started < 2.0 and out.empty()
+
+
+def test_dsn_parsing_and_redaction() -> None:
+    dsn = parse_dsn("mysql://cdc:s%40cret@db.example:3307/shop")
+    assert (dsn.host, dsn.port, dsn.user, dsn.password, dsn.database) == (
+        "db.example",
+        3307,
+        "cdc",
+        "s@cret",
+        "shop",
+    )
+    assert dsn.redacted() == "mysql://cdc:***@db.example:3307/shop"
+    assert "s@cret" not in repr(dsn)
+    assert parse_dsn("mysql://u@h/").port == 3306
+    for bad in ("postgres://u@h/", "mysql://h:1/", "mysql://u@h:99999999/", "mysql://"):
+        with pytest.raises(SourceConfigError):
+            parse_dsn(bad)
+
+
+def test_backoff_is_capped() -> None:
+    assert 0.5 <= backoff_delay_s(1) <= 0.625
+    assert backoff_delay_s(100) <= 30.0 and backoff_delay_s(7) >= 22.5
