@@ -299,3 +299,34 @@ def test_dsn_parsing_and_redaction() -> None:
 def test_backoff_is_capped() -> None:
     assert 0.5 <= backoff_delay_s(1) <= 0.625
     assert backoff_delay_s(100) <= 30.0 and backoff_delay_s(7) >= 22.5
+
+
+def test_killed_connection_reconnects_without_loss_or_duplicates(
+    mariadb: MariaDBServer, db: str
+) -> None:
+    config = source_config(mariadb.cdc_dsn(), [f"{db}.t"])
+    start = current_binlog_end(config)
+    out: queue.Queue[SourceItem] = queue.Queue()
+    reader = BinlogReader("kill", config, start, out)
+    reader.start()
+    try:
+        run(mariadb, f"INSERT INTO {db}.t VALUES (1, 'a')")
+        first = take(out, 1)
+        run(mariadb, *[f"KILL {pid}" for pid in dump_threads(mariadb)])
+        run(mariadb, f"INSERT INTO {db}.t VALUES (2, 'b')")
+        second = take(out, 1)
+        assert_quiet(out, 1.0)
+    finally:
+        reader.stop()
+    assert ids(first + second) == [1, 2]
+    assert reader.reconnects >= 1
+
+
+def dump_threads(mariadb: MariaDBServer) -> list[int]:
+    conn = mariadb.connect()
+    with conn.cursor() as cur:
+        cur.execute("SELECT ID FROM information_schema.PROCESSLIST WHERE COMMAND = 'Binlog Dump'")
+        found = [int(row[0]) for row in cur.fetchall()]
+    conn.close()
+    assert found
+    return found
