@@ -53,6 +53,7 @@ class Arbiter:
         self.pipelines = pipelines  # name -> generation, desired running
         self.signals: list[int] = []
         self.wake_r, self.wake_w = os.pipe()
+        os.set_blocking(self.wake_r, False)
         os.set_blocking(self.wake_w, False)
         self.heartbeats = CTX.Array("d", options.workers, lock=False)
         self.workers = [Child(f"worker-{slot}", slot) for slot in range(options.workers)]

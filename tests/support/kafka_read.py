@@ -6,6 +6,7 @@ import json
 import time
 import uuid
 from dataclasses import dataclass
+from collections.abc import Callable
 from typing import Any
 
 from confluent_kafka import Consumer, TopicPartition
@@ -23,6 +24,13 @@ class Record:
 def read_topic(bootstrap: str, topic: str, expect: int, timeout_s: float = 60.0,
                isolation: str = "read_uncommitted") -> list[Record]:
     """Every record of ``topic`` once at least ``expect`` arrived (or the timeout passed)."""
+    return read_until(bootstrap, topic, lambda records: len(records) >= expect, timeout_s,
+                      isolation)
+
+
+def read_until(bootstrap: str, topic: str, done: Callable[[list[Record]], bool],
+               timeout_s: float = 60.0, isolation: str = "read_uncommitted") -> list[Record]:
+    """Every record of ``topic`` read until ``done(records)`` holds (or the timeout passed)."""
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"test-{uuid.uuid4()}",
                          "enable.auto.commit": False, "isolation.level": isolation})
     try:
@@ -30,7 +38,7 @@ def read_topic(bootstrap: str, topic: str, expect: int, timeout_s: float = 60.0,
         consumer.assign([TopicPartition(topic, p, 0) for p in partitions])
         records: list[Record] = []
         deadline = time.monotonic() + timeout_s
-        while len(records) < expect and time.monotonic() < deadline:
+        while not done(records) and time.monotonic() < deadline:
             for message in consumer.consume(500, timeout=0.5):
                 if message.error() is None:
                     records.append(_record(message))
