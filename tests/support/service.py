@@ -98,9 +98,10 @@ class Service:
                 pass
         self.process.wait(30)
 
-    def log(self) -> str:
+    def log(self, tail_chars: int | None = 6000) -> str:
         try:
-            return self.log_path.read_text(errors="replace")[-6000:]
+            text = self.log_path.read_text(errors="replace")
+            return text if tail_chars is None else text[-tail_chars:]
         except OSError:
             return ""
 
