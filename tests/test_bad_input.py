@@ -102,3 +102,30 @@ def test_service_runs_good_pipelines_and_fails_bad_ones_loudly(
         assert "nope" not in log
     finally:
         service.close()
+
+
+@pytest.mark.services
+def test_an_event_that_cannot_be_routed_fails_the_pipeline_instead_of_vanishing(
+        mariadb: Any, kafka: Any, tmp_path: Path) -> None:
+    db = unique("route")
+    with mariadb.connect() as conn, conn.cursor() as cur:
+        cur.execute(f"CREATE DATABASE {db}")
+        cur.execute(f"CREATE TABLE {db}.t (id INT PRIMARY KEY, region VARCHAR(10))")
+    spec = pipeline_yaml("routed", mariadb.cdc_dsn(), kafka.bootstrap, [f"{db}.t"],
+                         f"{db}.${{after.region}}")
+    service = Service(write_config(tmp_path / "config", spec), tmp_path / "data")
+    try:
+        service.start()
+        service.wait_running("routed")
+        with mariadb.connect(db) as conn, conn.cursor() as cur:
+            cur.execute("INSERT INTO t VALUES (1, 'eu'), (2, NULL)")
+        service.wait_until(lambda: service.status("routed") == "failed", 60, "routed failed")
+        error = service.pipeline("routed")["ops"]["last_error"]
+        assert "rejected event" in error and "routing error" in error and "region" in error
+        assert service.get("/health").status_code == 503
+        checkpoint = service.pipeline("routed")["ops"]["checkpoints"][0]["position"]
+        service.wait_until(lambda: service.pipeline("routed")["ops"]["restarts"] >= 2, 60,
+                           "a retry that fails the same way")
+        assert service.pipeline("routed")["ops"]["checkpoints"][0]["position"] == checkpoint
+    finally:
+        service.close()

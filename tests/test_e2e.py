@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -99,5 +100,9 @@ def test_row_changes_reach_kafka_in_order_with_keys_and_envelopes(
         assert samples[("deltaforge_sink_events_total",
                         (("pipeline", "native"), ("sink", "kafka")))] == 8
         assert service.stop() == 0
+        log = service.log(tail_chars=None)  # every process logs through the supervisor
+        assert re.search(r"INFO worker-\d workers.runner: pipeline running pipeline=native", log)
+        assert "INFO api api.main: api listening" in log
+        assert "cdcpw" not in log
     finally:
         service.close()
