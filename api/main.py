@@ -32,7 +32,7 @@ def build_app(state: StateEnv) -> Starlette:
     ]
     handlers = {ApiError: handle_api_error, HTTPException: handle_http_error,
                 Exception: handle_unexpected}
-    app = Starlette(routes=routes, exception_handlers=handlers)  # type: ignore[arg-type]
+    app = Starlette(routes=routes, exception_handlers=handlers)
     app.state.specs = SpecStore(state)
     app.state.statuses = StatusStore(state)
     app.state.checkpoints = CheckpointStore(state)

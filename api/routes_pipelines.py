@@ -34,7 +34,8 @@ async def list_pipelines(request: Request) -> JSONResponse:
     statuses: StatusStore = request.app.state.statuses
     pairs = label_filter(request.query_params.getlist("label"))
     reports = dict(statuses.items())
-    return JSONResponse([pipe_info(r, reports.get(n)) for n, r in specs.items() if matches(r, pairs)])
+    infos = [pipe_info(r, reports.get(n)) for n, r in specs.items() if matches(r, pairs)]
+    return JSONResponse(infos)
 
 
 async def get_pipeline(request: Request) -> JSONResponse:

@@ -31,10 +31,7 @@ def ops(status: StatusRecord | None, checkpoints: dict[str, CheckpointRecord]) -
         and status.status == "running" else 0.0,
         "lag_seconds": None if last_ts is None else round(max(0.0, now - last_ts / 1000), 3),
         "dlq_entries": 0,
-        "sink_errors": {
-            sink: {"count": count, "last_error": status.sink_last_error.get(sink)}
-            for sink, count in (status.sink_errors if status else {}).items()
-        },
+        "sink_errors": sink_errors(status),
         "checkpoints": [checkpoint_info(cp, now) for cp in checkpoints.values()],
         "worker": status.worker if status else None,
         "worker_pid": status.worker_pid if status else None,
@@ -53,3 +50,10 @@ def checkpoint_info(record: CheckpointRecord, now: float) -> dict[str, Any]:
                      "gtid_set": position.gtid_set},
         "age_seconds": round(max(0.0, now - record.written_at), 3),
     }
+
+
+def sink_errors(status: StatusRecord | None) -> dict[str, dict[str, Any]]:
+    if status is None:
+        return {}
+    return {sink: {"count": count, "last_error": status.sink_last_error.get(sink)}
+            for sink, count in status.sink_errors.items()}

@@ -34,14 +34,14 @@ class _UserSpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_de
     pass
 
 
-class Metadata(_UserSpec):
+class Metadata(_UserSpec, frozen=True):
     name: PipelineName
     tenant: str = "default"
     labels: dict[str, str] = {}
     annotations: dict[str, str] = {}
 
 
-class MysqlConfigSpec(_UserSpec):
+class MysqlConfigSpec(_UserSpec, frozen=True):
     id: str
     dsn: str
     tables: list[str] = []
@@ -56,19 +56,19 @@ class MysqlConfigSpec(_UserSpec):
         return 1 + zlib.crc32(self.id.encode()) % 4_000_000_000
 
 
-class MysqlSourceSpec(_UserSpec, tag="mysql", tag_field="type"):
+class MysqlSourceSpec(_UserSpec, frozen=True, tag="mysql", tag_field="type"):
     config: MysqlConfigSpec
 
 
-class NativeEnvelopeSpec(_UserSpec, tag="native", tag_field="type"):
+class NativeEnvelopeSpec(_UserSpec, frozen=True, tag="native", tag_field="type"):
     pass
 
 
-class DebeziumEnvelopeSpec(_UserSpec, tag="debezium", tag_field="type"):
+class DebeziumEnvelopeSpec(_UserSpec, frozen=True, tag="debezium", tag_field="type"):
     pass
 
 
-class CloudEventsEnvelopeSpec(_UserSpec, tag="cloudevents", tag_field="type"):
+class CloudEventsEnvelopeSpec(_UserSpec, frozen=True, tag="cloudevents", tag_field="type"):
     type_prefix: str = "deltaforge"
 
 
@@ -76,7 +76,7 @@ EnvelopeSpec = NativeEnvelopeSpec | DebeziumEnvelopeSpec | CloudEventsEnvelopeSp
 EnvelopeName = Literal["native", "debezium", "cloudevents"]
 
 
-class KafkaConfigSpec(_UserSpec):
+class KafkaConfigSpec(_UserSpec, frozen=True):
     id: SinkId
     brokers: str
     topic: str
@@ -100,11 +100,11 @@ class KafkaConfigSpec(_UserSpec):
         return self.envelope
 
 
-class KafkaSinkSpec(_UserSpec, tag="kafka", tag_field="type"):
+class KafkaSinkSpec(_UserSpec, frozen=True, tag="kafka", tag_field="type"):
     config: KafkaConfigSpec
 
 
-class BatchSpec(_UserSpec):
+class BatchSpec(_UserSpec, frozen=True):
     max_events: PositiveInt = 2000
     max_bytes: PositiveInt = 16 * 1024 * 1024
     max_ms: PositiveInt = 50
@@ -112,12 +112,12 @@ class BatchSpec(_UserSpec):
     max_inflight: PositiveInt = 4
 
 
-class CommitPolicySpec(_UserSpec):
+class CommitPolicySpec(_UserSpec, frozen=True):
     mode: Literal["required", "all", "quorum"] = "required"
     quorum: PositiveInt | None = None
 
 
-class PipelineBody(_UserSpec):
+class PipelineBody(_UserSpec, frozen=True):
     source: MysqlSourceSpec
     sinks: Annotated[list[KafkaSinkSpec], msgspec.Meta(min_length=1)]
     processors: list[dict[str, Any]] = []

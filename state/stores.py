@@ -48,7 +48,7 @@ class RecordStore(Generic[R]):
         cursor = txn.cursor(db=self.db)
         removed = 0
         if cursor.set_range(prefix.encode()):
-            while cursor.key().startswith(prefix.encode()):
+            while bytes(cursor.key()).startswith(prefix.encode()):
                 cursor.delete()  # moves to the next key
                 removed += 1
         return removed

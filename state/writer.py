@@ -19,6 +19,7 @@ from state.records import encode_record
 
 log = logging.getLogger(__name__)
 _STOP = object()
+Update = tuple[str, bytes, bytes | None]  # sub-database, key, value (None deletes)
 
 
 class GroupCommitWriter:
@@ -28,7 +29,7 @@ class GroupCommitWriter:
         self.state = state
         self.interval_s = interval_s
         self.commits = 0
-        self._queue: queue.SimpleQueue[object] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[Update | object] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name="state-writer", daemon=True)
         self._thread.start()
 
@@ -50,7 +51,7 @@ class GroupCommitWriter:
             time.sleep(self.interval_s)
             pending.extend(self._drain())
             stop = _STOP in pending
-            self._commit([item for item in pending if item is not _STOP])
+            self._commit([item for item in pending if isinstance(item, tuple)])
             if stop:
                 return
 
@@ -62,12 +63,12 @@ class GroupCommitWriter:
             except queue.Empty:
                 return items
 
-    def _commit(self, items: list[object]) -> None:
+    def _commit(self, items: list[Update]) -> None:
         if not items:
             return
         try:
             with self.state.env.begin(write=True) as txn:
-                for db_name, key, value in items:  # type: ignore[misc]
+                for db_name, key, value in items:
                     db = self.state.dbs[db_name]
                     if value is None:
                         txn.delete(key, db=db)

@@ -173,7 +173,8 @@ class Arbiter:
         delay = child.backoff.next_delay()
         child.respawn_at = time.monotonic() + delay
         child.restarts += 1
-        level = logging.ERROR if child.backoff.attempts >= BOOT_FAILURES_REPORTED else logging.WARNING
+        flapping = child.backoff.attempts >= BOOT_FAILURES_REPORTED
+        level = logging.ERROR if flapping else logging.WARNING
         log.log(level, "child exited name=%s code=%s lived_s=%.1f restarts=%d respawn_in_s=%.1f",
                 child.name, code, lived_s, child.restarts, delay)
 

@@ -82,7 +82,6 @@ def run(options: Options) -> int:
         log.error("cannot start: %s", exc)
         return ExitCode.CONFIG
     from state.env import StateError
-
     from supervisor.arbiter import Arbiter
 
     try:

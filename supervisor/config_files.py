@@ -58,8 +58,8 @@ def load_config(path: Path) -> LoadedConfig:
         if isinstance(result, ConfigFileError):
             errors.append(result)
         elif result.name in seen:
-            errors.append(ConfigFileError(file, f"duplicate pipeline name (also in {seen[result.name]})",
-                                          "$.metadata.name", result.name))
+            message = f"duplicate pipeline name (also in {seen[result.name]})"
+            errors.append(ConfigFileError(file, message, "$.metadata.name", result.name))
         else:
             seen[result.name] = file
             specs.append((file, result))

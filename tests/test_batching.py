@@ -12,7 +12,9 @@ def tx(tx_no: int, rows: int, size: int = 10) -> list[ChangeEvent]:
             event_id=f"1:f.1:{tx_no}:{row}", op="c", db="d", table="t", before=None,
             after={"id": row}, primary_key=("id",), ts_ms=0, server_id=1, file="f.1",
             pos=tx_no, gtid=None, tx_id=str(tx_no),
-            position=BinlogPosition("f.1", tx_no + (row == rows - 1), 0 if row == rows - 1 else row + 1),
+            position=BinlogPosition(
+                "f.1", tx_no + (row == rows - 1), 0 if row == rows - 1 else row + 1
+            ),
             tx_end=row == rows - 1, size_bytes=size,
         )
         for row in range(rows)

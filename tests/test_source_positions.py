@@ -14,8 +14,8 @@ from deploy.local.mariadb import MariaDBServer
 from deploy.local.processes import free_port
 from state.records import BinlogPosition
 from state.spec import MysqlConfigSpec
+from workers.backoff import Backoff
 from workers.events import ChangeEvent
-from workers.source.backoff import backoff_delay_s
 from workers.source.dsn import parse_dsn
 from workers.source.errors import (
     SourceAuthError,
@@ -296,9 +296,13 @@ def test_dsn_parsing_and_redaction() -> None:
             parse_dsn(bad)
 
 
-def test_backoff_is_capped() -> None:
-    assert 0.5 <= backoff_delay_s(1) <= 0.625
-    assert backoff_delay_s(100) <= 30.0 and backoff_delay_s(7) >= 22.5
+def test_backoff_grows_is_capped_and_resets() -> None:
+    backoff = Backoff(initial_s=0.5, max_s=30.0)
+    delays = [backoff.next_delay() for _ in range(12)]
+    assert 0.4 <= delays[0] <= 0.6 and 0.8 <= delays[1] <= 1.2
+    assert max(delays) <= 30.0 and delays[-1] >= 24.0
+    backoff.reset_after_success()
+    assert backoff.next_delay() <= 0.6
 
 
 def test_killed_connection_reconnects_without_loss_or_duplicates(

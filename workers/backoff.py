@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 @dataclass
 class Backoff:
-    """Delays of ``initial_s * 2**n`` capped at ``max_s``, each with +-``jitter`` spread."""
+    """Delays of ``initial_s * 2**n`` with +-``jitter`` spread, never above ``max_s``."""
 
     initial_s: float
     max_s: float
@@ -16,9 +16,10 @@ class Backoff:
     attempts: int = 0
 
     def next_delay(self) -> float:
-        base = min(self.max_s, self.initial_s * 2**self.attempts)
+        base = min(self.max_s, self.initial_s * 2.0**self.attempts)
         self.attempts += 1
-        return base * random.uniform(1 - self.jitter, 1 + self.jitter)
+        spread: float = random.uniform(1 - self.jitter, 1 + self.jitter)
+        return min(self.max_s, base * spread)
 
     def reset_after_success(self) -> None:
         self.attempts = 0

@@ -137,7 +137,7 @@ class Worker:
         now = time.monotonic()
         timeout = min([MAX_SLEEP_S] + [r.next_wakeup_s(now) for r in self.runners.values()])
         if timeout > 0:
-            wait([self.conn, self.waker], timeout)
+            wait([self.conn, self.waker.fileno()], timeout)
 
     def drain(self) -> None:
         """Graceful stop: every pipeline delivers whole transactions and checkpoints."""

@@ -27,13 +27,13 @@ from workers.backoff import Backoff
 from workers.batching import Batch, Batcher
 from workers.events import ChangeEvent
 from workers.metrics import PipelineMetrics
-from workers.waker import Waker
 from workers.sinks.batches import BatchOutcome
 from workers.sinks.errors import SinkEventError
 from workers.sinks.kafka import KafkaSink
 from workers.source.errors import SourceError
 from workers.source.items import SourceFailure
 from workers.source.mysql import BinlogReader, current_binlog_end
+from workers.waker import Waker
 
 log = logging.getLogger(__name__)
 SOURCE_QUEUE_ITEMS = 256
@@ -124,7 +124,8 @@ class PipelineRunner:
     def _open_sinks_and_position(self) -> tuple[dict[str, SinkState], BinlogPosition]:
         stored = self.checkpoints.for_pipeline(self.name)
         source = self.spec.spec.source.config
-        fresh = None if all(s in stored for s in self.spec.sink_ids()) else current_binlog_end(source)
+        complete = all(sink_id in stored for sink_id in self.spec.sink_ids())
+        fresh = None if complete else current_binlog_end(source)
         sinks: dict[str, SinkState] = {}
         try:
             for sink_spec in self.spec.spec.sinks:
@@ -345,4 +346,6 @@ def _after(events: list[ChangeEvent], position: BinlogPosition) -> list[ChangeEv
 
 def _describe(error: BaseException) -> str:
     text = str(error) or type(error).__name__
-    return text if isinstance(error, PipelineFailure | SourceError) else f"{type(error).__name__}: {text}"
+    if isinstance(error, PipelineFailure | SourceError):
+        return text
+    return f"{type(error).__name__}: {text}"

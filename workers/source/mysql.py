@@ -13,8 +13,8 @@ from pymysqlreplication import BinLogStreamReader
 
 from state.records import BinlogPosition
 from state.spec import MysqlConfigSpec
+from workers.backoff import Backoff
 from workers.events import ChangeEvent
-from workers.source.backoff import backoff_delay_s
 from workers.source.connection import (
     check_server,
     classify,
@@ -106,7 +106,7 @@ class BinlogReader:
         self._ctl: Any = None
         self._stream_conn: Any = None
         self._stream_connects = 0
-        self._attempt = 0
+        self._backoff = Backoff(initial_s=0.5, max_s=30.0)
 
     @property
     def reconnects(self) -> int:
@@ -158,12 +158,11 @@ class BinlogReader:
             log.error("binlog reader failed pipeline=%s error=%s", self._pipeline, error)
             self._put_item(SourceFailure(error))
             return False
-        self._attempt += 1
-        delay_s = backoff_delay_s(self._attempt)
+        delay_s = self._backoff.next_delay()
         log.warning(
             "binlog reader retrying pipeline=%s attempt=%d delay_s=%.1f position=%s error=%s",
             self._pipeline,
-            self._attempt,
+            self._backoff.attempts,
             delay_s,
             self._router.resume_position,
             error,
@@ -224,7 +223,7 @@ class BinlogReader:
 
     def _put(self, events: list[ChangeEvent]) -> None:
         self._put_item(events)
-        self._attempt = 0  # progress: the next fault starts its backoff afresh
+        self._backoff.reset_after_success()  # progress: the next fault backs off afresh
 
     def _put_item(self, item: SourceItem) -> None:
         """Blocking put (backpressure to the binlog) that still notices ``stop()``."""
