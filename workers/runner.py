@@ -19,7 +19,13 @@ from dataclasses import dataclass, field
 
 import msgspec
 
-from state.records import BinlogPosition, CheckpointRecord, StatusRecord, min_position
+from state.records import (
+    ActualStatus,
+    BinlogPosition,
+    CheckpointRecord,
+    StatusRecord,
+    min_position,
+)
 from state.spec import PipelineSpec
 from state.stores import CheckpointStore
 from state.writer import GroupCommitWriter
@@ -178,7 +184,7 @@ class PipelineRunner:
         self._set_status(now, status="failed", last_error=message,
                          next_retry_at=time.time() + delay, restarts=self.status.restarts + 1)
 
-    def drain(self, deadline: float) -> None:
+    def drain(self, deadline: float, final_status: ActualStatus = "stopped") -> None:
         """Graceful stop: stop reading, deliver whole transactions, checkpoint, close."""
         if self.state == "running":
             if self.reader is not None:
@@ -189,8 +195,8 @@ class PipelineRunner:
             while self.inflight and time.monotonic() < deadline:
                 self._collect(time.monotonic(), poll_s=0.05)
         self._close_data_path(flush_timeout_s=max(0.0, deadline - time.monotonic()))
-        self.state = "stopped"
-        self._set_status(time.monotonic(), status="stopped")
+        self.state = final_status
+        self._set_status(time.monotonic(), status=final_status)
 
     def _close_data_path(self, flush_timeout_s: float) -> None:
         if self.reader is not None:
