@@ -15,6 +15,7 @@ from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-def
 
 from deploy.local.processes import (
     ServiceError,
+    kill_and_wait,
     log_tail,
     port_accepts,
     read_pid,
@@ -48,11 +49,19 @@ class KafkaBroker:
     host = "127.0.0.1"
 
     def __init__(
-        self, base_dir: Path, port: int, controller_port: int, libs_dir: Path | None = None
+        self,
+        base_dir: Path,
+        port: int,
+        controller_port: int,
+        libs_dir: Path | None = None,
+        advertised_port: int | None = None,
     ) -> None:
+        """``advertised_port`` (default ``port``) is the port clients are told to connect to,
+        for example a test proxy's in front of ``port``."""
         self.base_dir = Path(base_dir).resolve()
         self.port = port
         self.controller_port = controller_port
+        self.advertised_port = advertised_port or port
         self.libs_dir = libs_dir or Path(os.environ.get("KAFKA_LIBS_DIR", DEFAULT_LIBS_DIR))
         self._proc: subprocess.Popen[bytes] | None = None
 
@@ -103,6 +112,14 @@ class KafkaBroker:
             pid = self.pid() if self._proc is None else self._proc.pid
         if pid is not None:
             stop_process(pid, self._proc, timeout_s)
+        self._proc = None
+        self.pid_path.unlink(missing_ok=True)
+
+    def kill(self, timeout_s: float = 30.0) -> None:
+        """SIGKILL the broker, as a crash would, and wait until it has exited."""
+        pid = self.pid() if self._proc is None else self._proc.pid
+        if pid is not None:
+            kill_and_wait(pid, self._proc, timeout_s)
         self._proc = None
         self.pid_path.unlink(missing_ok=True)
 
@@ -190,7 +207,7 @@ def _server_properties(broker: KafkaBroker) -> str:
         "node.id": "1",
         "controller.quorum.bootstrap.servers": f"{host}:{broker.controller_port}",
         "listeners": f"PLAINTEXT://{host}:{broker.port},CONTROLLER://{host}:{broker.controller_port}",
-        "advertised.listeners": f"PLAINTEXT://{host}:{broker.port}",
+        "advertised.listeners": f"PLAINTEXT://{host}:{broker.advertised_port}",
         "controller.listener.names": "CONTROLLER",
         "inter.broker.listener.name": "PLAINTEXT",
         "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",

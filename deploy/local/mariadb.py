@@ -13,6 +13,7 @@ import pymysql.connections
 from deploy.local.processes import (
     ServiceError,
     find_program,
+    kill_and_wait,
     log_tail,
     read_pid,
     spawn,
@@ -102,6 +103,18 @@ class MariaDBServer:
         if pid is not None:
             stop_process(pid, self._proc, timeout_s)
         self._proc = None
+
+    def kill(self, timeout_s: float = 30.0) -> None:
+        """SIGKILL the server, as a crash would, and wait until it has exited."""
+        pid = self.pid() if self._proc is None else self._proc.pid
+        if pid is not None:
+            kill_and_wait(pid, self._proc, timeout_s)
+        self._proc = None
+
+    def restart(self, timeout_s: float = 60.0) -> None:
+        """Clean shutdown, then start again on the same data dir and port."""
+        self.stop(timeout_s)
+        self.start(timeout_s)
 
     def _install_db(self) -> None:
         if (self.data_dir / "mysql").is_dir():

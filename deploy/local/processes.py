@@ -62,6 +62,13 @@ def stop_process(pid: int, proc: subprocess.Popen[bytes] | None, timeout_s: floa
         raise ServiceError(f"process pid={pid} did not exit after SIGKILL")
 
 
+def kill_and_wait(pid: int, proc: subprocess.Popen[bytes] | None, timeout_s: float) -> None:
+    """SIGKILL pid and wait until it is gone (reaped, when it is our own child)."""
+    _signal(pid, signal.SIGKILL)
+    if not _wait_exit(pid, proc, timeout_s):
+        raise ServiceError(f"process pid={pid} did not exit after SIGKILL")
+
+
 def _signal(pid: int, signum: int) -> None:
     try:
         os.kill(pid, signum)
