@@ -56,6 +56,12 @@ class PipelineRecord(msgspec.Struct, frozen=True):
     generation: int = 1
     origin: Literal["file", "api"] = "file"
     updated_at: float = 0.0
+    # The spec as last imported from a --config file (None: never came from a file). A spec
+    # that differs from it was changed through the API.
+    file_spec: dict[str, Any] | None = None
+
+    def changed_through_api(self) -> bool:
+        return self.file_spec is None or self.file_spec != self.spec
 
 
 class StatusRecord(msgspec.Struct, frozen=True):

@@ -44,6 +44,11 @@ class RecordStore(Generic[R]):
         with self.env.begin(db=self.db, write=True) as own:
             own.put(key.encode(), encode_record(record))
 
+    def delete(self, key: str) -> bool:
+        """Remove one record; False when there was none."""
+        with self.env.begin(db=self.db, write=True) as txn:
+            return bool(txn.delete(key.encode()))
+
     def delete_prefix(self, prefix: str, txn: lmdb.Transaction) -> int:
         cursor = txn.cursor(db=self.db)
         removed = 0

@@ -11,7 +11,9 @@ import logging
 import queue
 import threading
 import time
+from typing import Any, NamedTuple
 
+import lmdb
 import msgspec
 
 from state.env import StateEnv
@@ -20,6 +22,13 @@ from state.records import encode_record
 log = logging.getLogger(__name__)
 _STOP = object()
 Update = tuple[str, bytes, bytes | None]  # sub-database, key, value (None deletes)
+
+
+class PrefixDelete(NamedTuple):
+    """Delete every key of a sub-database that starts with ``prefix``."""
+
+    db_name: str
+    prefix: bytes
 
 
 class GroupCommitWriter:
@@ -40,6 +49,16 @@ class GroupCommitWriter:
     def delete(self, db_name: str, key: str) -> None:
         self._queue.put((db_name, key.encode(), None))
 
+    def delete_prefix(self, db_name: str, prefix: str) -> None:
+        """Queue the removal of every key starting with ``prefix`` (after what is queued)."""
+        self._queue.put(PrefixDelete(db_name, prefix.encode()))
+
+    def flush(self, timeout_s: float = 10.0) -> bool:
+        """Wait until everything queued so far is committed; False on timeout."""
+        done = threading.Event()
+        self._queue.put(done)
+        return done.wait(timeout_s)
+
     def close(self, timeout_s: float = 10.0) -> None:
         """Commit everything queued so far, then stop the thread."""
         self._queue.put(_STOP)
@@ -52,6 +71,9 @@ class GroupCommitWriter:
             pending.extend(self._drain())
             stop = _STOP in pending
             self._commit([item for item in pending if isinstance(item, tuple)])
+            for item in pending:
+                if isinstance(item, threading.Event):
+                    item.set()
             if stop:
                 return
 
@@ -63,12 +85,16 @@ class GroupCommitWriter:
             except queue.Empty:
                 return items
 
-    def _commit(self, items: list[Update]) -> None:
+    def _commit(self, items: list[Update | PrefixDelete]) -> None:
         if not items:
             return
         try:
             with self.state.env.begin(write=True) as txn:
-                for db_name, key, value in items:
+                for item in items:
+                    if isinstance(item, PrefixDelete):
+                        _delete_prefix(txn, self.state.dbs[item.db_name], item.prefix)
+                        continue
+                    db_name, key, value = item
                     db = self.state.dbs[db_name]
                     if value is None:
                         txn.delete(key, db=db)
@@ -77,3 +103,10 @@ class GroupCommitWriter:
             self.commits += 1
         except Exception:
             log.exception("state commit failed items=%d", len(items))
+
+
+def _delete_prefix(txn: lmdb.Transaction, db: Any, prefix: bytes) -> None:
+    cursor = txn.cursor(db=db)
+    found = cursor.set_range(prefix)
+    while found and bytes(cursor.key()).startswith(prefix):
+        found = cursor.delete()  # moves to the next key

@@ -18,6 +18,10 @@ from typing import Any
 
 from prometheus_client import multiprocess
 
+from state.env import StateError
+from supervisor.boot import Desired, sync_specs
+from supervisor.config_files import file_specs
+from supervisor.desired import desired_changes, worker_message
 from supervisor.options import Options
 from supervisor.sharding import slot_for
 from supervisor.systemd import notify
@@ -43,14 +47,15 @@ class Child:
     started_at: float = 0.0
     aborted_at: float | None = None
     restarts: int = 0
+    pending: list[tuple[Any, ...]] = field(default_factory=list)  # sent when it next starts
 
 
 class Arbiter:
     """Keeps one api child and ``options.workers`` worker children alive."""
 
-    def __init__(self, options: Options, pipelines: dict[str, int]) -> None:
+    def __init__(self, options: Options, pipelines: Desired) -> None:
         self.options = options
-        self.pipelines = pipelines  # name -> generation, desired running
+        self.pipelines = pipelines  # name -> (generation, desired status)
         self.signals: list[int] = []
         self.wake_r, self.wake_w = os.pipe()
         os.set_blocking(self.wake_r, False)
@@ -80,7 +85,7 @@ class Arbiter:
         self.spawn_api()
         for child in self.workers:
             self.spawn_worker(child)
-        notify("READY=1", f"STATUS=running {len(self.pipelines)} pipelines on "
+        notify("READY=1", f"STATUS={len(self.pipelines)} pipelines on "
                           f"{len(self.workers)} workers")
         log.info("supervisor ready pipelines=%d workers=%d", len(self.pipelines), len(self.workers))
         while True:
@@ -88,6 +93,7 @@ class Arbiter:
             if self.handle_signals():
                 return 1
             self.reap_exited()
+            self.handle_control()
             if self.stopping_deadline is not None:
                 if self.all_exited() or time.monotonic() > self.stopping_deadline:
                     return self.finish_stop()
@@ -98,6 +104,7 @@ class Arbiter:
     def wait_for_events(self) -> None:
         ready: list[Any] = [self.wake_r]
         ready += [c.process.sentinel for c in self.children() if c.process is not None]
+        ready += [c.conn for c in self.children() if c.conn is not None]
         wait(ready, timeout=1.0)
         try:
             os.read(self.wake_r, 4096)
@@ -117,8 +124,72 @@ class Arbiter:
             if signum in (signal.SIGTERM, signal.SIGINT):
                 self.begin_stop()
             elif signum == signal.SIGHUP:
-                log.info("SIGHUP received; reload is not supported yet, nothing changed")
+                self.reload_config()
         return False
+
+    # ---- control: api requests, desired state, config reload -----------------------------
+
+    def handle_control(self) -> None:
+        """Answer the api's requests; drain (and ignore) anything workers send."""
+        for child in self.children():
+            while child.conn is not None and child.conn.poll():
+                try:
+                    message = child.conn.recv()
+                except (EOFError, OSError):
+                    child.conn.close()
+                    child.conn = None
+                    break
+                if child is self.api:
+                    self.apply_request(message)
+                    child.conn.send(("ok",))
+
+    def apply_request(self, message: tuple[Any, ...]) -> None:
+        verb = message[0]
+        log.debug("api request verb=%s args=%s", verb, message[1:])
+        if verb == "pipeline":
+            _, name, generation, desired = message
+            self.pipelines[name] = (generation, desired)
+            self.tell_owner(name, worker_message(name, generation, desired))
+        elif verb == "deleted":
+            self.pipelines.pop(message[1], None)
+            self.tell_owner(message[1], ("unassign", message[1], "deleted"))
+        elif verb == "log_level":
+            logging.getLogger().setLevel(message[1].upper())
+            log.info("log level changed level=%s", message[1])
+            for child in self.workers:
+                self.send(child, ("log_level", message[1]))
+
+    def tell_owner(self, name: str, message: tuple[Any, ...]) -> None:
+        """Send to the worker that owns ``name``; a deletion waits for a worker that is down."""
+        child = self.workers[slot_for(name, len(self.workers))]
+        if not self.send(child, message) and message[-1] == "deleted":
+            child.pending.append(message)
+
+    def send(self, child: Child, message: tuple[Any, ...]) -> bool:
+        if child.conn is None:
+            return False
+        try:
+            child.conn.send(message)
+            return True
+        except OSError:
+            return False
+
+    def reload_config(self) -> None:
+        """SIGHUP: import --config again with the boot rules; tell workers what changed."""
+        if self.options.config is None:
+            log.info("SIGHUP received; no --config to reload")
+            return
+        try:
+            specs = file_specs(self.options.config)
+            desired = sync_specs(self.options.data_dir, specs, time.time())  # closes state
+        except (OSError, ValueError, StateError) as exc:
+            log.error("config reload failed, nothing changed: %s", exc)
+            return
+        changes = desired_changes(self.pipelines, desired)
+        for name, message in changes:
+            self.tell_owner(name, message)
+        self.pipelines = desired
+        log.info("config reloaded pipelines=%d changed=%d", len(desired), len(changes))
 
     # ---- children ------------------------------------------------------------------------
 
@@ -128,7 +199,11 @@ class Arbiter:
     def spawn_api(self) -> None:
         from api.main import api_main
 
-        self.start_child(self.api, api_main, (self.options.api_addr, self.options.data_dir))
+        parent_conn, child_conn = CTX.Pipe()
+        self.start_child(self.api, api_main,
+                         (self.options.api_addr, self.options.data_dir, child_conn))
+        child_conn.close()
+        self.api.conn = parent_conn
 
     def spawn_worker(self, child: Child) -> None:
         from workers.main import worker_main
@@ -140,8 +215,11 @@ class Arbiter:
                          (child.slot, child_conn, self.options.data_dir, self.heartbeats))
         child_conn.close()
         child.conn = parent_conn
-        for name, generation in sorted(self.pipelines.items()):
-            if slot_for(name, len(self.workers)) == child.slot:
+        pending, child.pending = child.pending, []
+        for message in pending:
+            parent_conn.send(message)
+        for name, (generation, desired) in sorted(self.pipelines.items()):
+            if desired == "running" and slot_for(name, len(self.workers)) == child.slot:
                 parent_conn.send(("assign", name, generation))
 
     def start_child(self, child: Child, target: Any, args: tuple[Any, ...]) -> None:

@@ -1,42 +1,88 @@
-"""Boot: import config-file specs into the desired state, then close state before forking."""
+"""Import config-file specs into the desired state (at boot and on SIGHUP), then close state.
+
+Precedence (docs/configuration.md): a file whose content is unchanged since its last import
+leaves the API's version in place; a changed file wins with a new generation; a pipeline whose
+file disappeared is removed unless it was changed through the API, in which case it stays and
+becomes API-owned. State (status, checkpoints, schemas) of pipelines without a spec is removed.
+"""
 
 from __future__ import annotations
 
 import logging
 from pathlib import Path
 
-from state.env import open_state
-from state.records import PipelineRecord
+import lmdb
+
+from state.env import StateEnv, open_state
+from state.records import DesiredStatus, PipelineRecord
 from state.spec import PipelineSpec, encode_spec
-from state.stores import SpecStore
+from state.stores import SEP, SpecStore
 
 log = logging.getLogger(__name__)
+Desired = dict[str, tuple[int, DesiredStatus]]  # name -> (generation, desired status)
 
 
-def sync_specs(data_dir: Path, specs: list[PipelineSpec], now: float) -> dict[str, int]:
-    """Store file specs (a changed spec gets a new generation; a file-defined pipeline whose
-    file is gone is removed) and return the pipelines to run with their generations."""
+def sync_specs(data_dir: Path, specs: list[PipelineSpec], now: float) -> Desired:
+    """Store file specs by the precedence rules; return every pipeline's desired state."""
     state = open_state(data_dir)
     try:
         store = SpecStore(state)
         existing = dict(store.items())
-        wanted = {spec.name: spec for spec in specs}
+        wanted = {spec.name: encode_spec(spec) for spec in specs}
         with state.env.begin(write=True) as txn:
-            for name, spec in wanted.items():
-                store.put(name, _merged(existing.get(name), spec, now), txn)
+            for name, body in wanted.items():
+                record = imported(existing.get(name), name, body, now)
+                if record is not existing.get(name):
+                    store.put(name, record, txn)
             for name, record in existing.items():
                 if record.origin == "file" and name not in wanted:
-                    txn.delete(name.encode(), db=store.db)
-                    log.info("pipeline removed from config files pipeline=%s", name)
-        return {name: rec.generation for name, rec in store.items() if rec.desired == "running"}
+                    _file_removed(store, record, txn, now)
+            remove_orphaned_state(state, txn)
+        return {name: (rec.generation, rec.desired) for name, rec in store.items()}
     finally:
         state.close()
 
 
-def _merged(old: PipelineRecord | None, spec: PipelineSpec, now: float) -> PipelineRecord:
-    body = encode_spec(spec)
+def imported(old: PipelineRecord | None, name: str, body: dict[str, object],
+             now: float) -> PipelineRecord:
+    """The record after importing ``body`` from a file (``old`` itself when nothing changes)."""
     if old is None:
-        return PipelineRecord(spec.name, body, updated_at=now)
-    if old.spec == body:
-        return old
-    return PipelineRecord(spec.name, body, old.desired, old.generation + 1, "file", now)
+        return PipelineRecord(name, body, updated_at=now, file_spec=body)
+    last_import = old.file_spec
+    if last_import is None and old.origin == "file":
+        last_import = old.spec  # written before file_spec existed
+    if last_import == body:
+        if old.file_spec is None:
+            return PipelineRecord(name, old.spec, old.desired, old.generation, old.origin,
+                                  old.updated_at, file_spec=body)
+        return old  # file unchanged since its last import: the API's version stays
+    log.info("pipeline config file changed pipeline=%s", name)
+    generation = old.generation + 1 if old.spec != body else old.generation
+    return PipelineRecord(name, body, old.desired, generation, "file", now, file_spec=body)
+
+
+def _file_removed(store: SpecStore, record: PipelineRecord, txn: lmdb.Transaction,
+                  now: float) -> None:
+    if record.file_spec is not None and record.changed_through_api():
+        kept = PipelineRecord(record.name, record.spec, record.desired, record.generation, "api",
+                              now, file_spec=None)
+        store.put(record.name, kept, txn)
+        log.warning("pipeline file removed but the pipeline was changed through the API; "
+                    "keeping it pipeline=%s", record.name)
+        return
+    txn.delete(record.name.encode(), db=store.db)
+    log.info("pipeline removed from config files pipeline=%s", record.name)
+
+
+def remove_orphaned_state(state: StateEnv, txn: lmdb.Transaction) -> None:
+    """Status, checkpoints and schemas of pipelines that have no spec (deleted while a worker
+    was down, or removed from the files) would haunt a new pipeline of the same name."""
+    names = {bytes(key).decode() for key, _ in txn.cursor(db=state.dbs["specs"])}
+    for db_name in ("status", "checkpoints", "schemas"):
+        db = state.dbs[db_name]
+        orphans = [bytes(key) for key, _ in txn.cursor(db=db)
+                   if bytes(key).decode().split(SEP, 1)[0] not in names]
+        for key in orphans:
+            txn.delete(key, db=db)
+        for owner in sorted({key.decode().split(SEP, 1)[0] for key in orphans}):
+            log.info("state of a removed pipeline deleted pipeline=%s db=%s", owner, db_name)

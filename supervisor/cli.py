@@ -14,9 +14,13 @@ import sys
 import time
 from enum import IntEnum
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from supervisor.config_files import load_config
+from supervisor.config_files import file_specs, load_config
 from supervisor.options import Options, default_workers, parse_addr
+
+if TYPE_CHECKING:
+    from supervisor.boot import Desired
 
 log = logging.getLogger("deltaforge")
 
@@ -99,18 +103,11 @@ def prepare_metrics_dir(data_dir: Path) -> Path:
     return metrics_dir
 
 
-def import_config(options: Options) -> dict[str, int]:
-    """Write the config files' specs into state; returns running pipelines and generations."""
+def import_config(options: Options) -> Desired:
+    """Write the config files' specs into state; returns every pipeline's desired state."""
     from supervisor.boot import sync_specs
 
-    specs = []
-    if options.config is not None:
-        loaded = load_config(options.config)
-        if not loaded.specs and not options.config.exists():
-            raise ValueError(f"--config {options.config}: no such file or directory")
-        for error in loaded.errors:
-            log.error("pipeline config rejected: %s", error)
-        specs = [spec for _, spec in loaded.specs]
+    specs = file_specs(options.config) if options.config is not None else []
     return sync_specs(options.data_dir, specs, time.time())
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 from dataclasses import dataclass
@@ -11,6 +12,7 @@ import yaml
 
 from state.spec import PipelineSpec, SpecError, decode_spec
 
+log = logging.getLogger(__name__)
 ENV_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
@@ -91,3 +93,13 @@ def _yaml_reason(exc: yaml.YAMLError) -> str:
     mark = getattr(exc, "problem_mark", None)
     problem = getattr(exc, "problem", None) or str(exc)
     return f"{problem} (line {mark.line + 1}, column {mark.column + 1})" if mark else problem
+
+
+def file_specs(path: Path) -> list[PipelineSpec]:
+    """The valid specs under ``path``, logging each rejected file; ValueError if it is gone."""
+    loaded = load_config(path)
+    if not loaded.specs and not path.exists():
+        raise ValueError(f"--config {path}: no such file or directory")
+    for error in loaded.errors:
+        log.error("pipeline config rejected: %s", error)
+    return [spec for _, spec in loaded.specs]

@@ -16,7 +16,7 @@ from typing import Any
 
 from state.env import open_state
 from state.spec import SpecError, decode_spec
-from state.stores import CheckpointStore, SpecStore
+from state.stores import SEP, CheckpointStore, SpecStore
 from state.writer import GroupCommitWriter
 from workers.metrics import use_process_identity
 from workers.runner import PipelineRunner
@@ -91,10 +91,13 @@ class Worker:
 
     def apply(self, message: tuple[Any, ...]) -> None:
         verb = message[0]
+        log.debug("control message slot=%d verb=%s args=%s", self.slot, verb, message[1:])
         if verb == "assign":
             self.assign(message[1], message[2])
         elif verb == "unassign":
-            self.unassign(message[1])
+            self.unassign(message[1], message[2] if len(message) > 2 else "stopped")
+        elif verb == "log_level":
+            logging.getLogger().setLevel(str(message[1]).upper())
         elif verb == "shutdown":
             self.drain_timeout_s = float(message[1])
             self.stopping = True
@@ -104,7 +107,7 @@ class Worker:
         if current is not None and current.generation == generation:
             return
         if current is not None:
-            self.unassign(name)
+            self.unassign(name, "stopped")
         record = self.specs.get(name)
         if record is None:
             log.error("assigned pipeline has no spec pipeline=%s", name)
@@ -114,15 +117,36 @@ class Worker:
         except SpecError as exc:
             log.error("stored spec is invalid pipeline=%s error=%s", name, exc)
             return
+        self.forget_removed_sinks(name, set(spec.sink_ids()))
         runner = PipelineRunner(spec, generation, self.slot, self.checkpoints, self.writer,
                                 self.waker)
         self.runners[name] = runner
         runner.begin_start()
 
-    def unassign(self, name: str) -> None:
+    def unassign(self, name: str, final: str) -> None:
+        """Drain the pipeline to ``final`` (paused, stopped); ``deleted`` also removes its
+        status, checkpoints and schemas once the drain has written its last records."""
         runner = self.runners.pop(name, None)
         if runner is not None:
-            runner.drain(time.monotonic() + self.drain_timeout_s)
+            runner.drain(time.monotonic() + self.drain_timeout_s,
+                         "stopped" if final == "deleted" else final)  # type: ignore[arg-type]
+            wait_for_starter(runner)
+            log.info("pipeline unassigned pipeline=%s final=%s", name, final)
+        if final == "deleted":
+            self.writer.delete("status", name)
+            for db_name in ("checkpoints", "schemas"):
+                self.writer.delete_prefix(db_name, name + SEP)
+            self.writer.flush()
+            log.info("pipeline state deleted pipeline=%s", name)
+
+    def forget_removed_sinks(self, name: str, sink_ids: set[str]) -> None:
+        """Checkpoints of sinks no longer in the spec (removed by PATCH) are deleted."""
+        stale = set(self.checkpoints.for_pipeline(name)) - sink_ids
+        for sink_id in sorted(stale):
+            self.writer.delete("checkpoints", CheckpointStore.key(name, sink_id))
+            log.info("checkpoint of removed sink deleted pipeline=%s sink=%s", name, sink_id)
+        if stale:
+            self.writer.flush()
 
     def step_pipelines(self) -> None:
         self.waker.clear()
@@ -148,6 +172,14 @@ class Worker:
         self.writer.close()
         self.state.close()
         log.info("worker stopped slot=%d", self.slot)
+
+
+def wait_for_starter(runner: PipelineRunner, timeout_s: float = 15.0) -> None:
+    """A runner drained while starting may still have its start thread writing first
+    checkpoints; wait for it so a deletion that follows is not undone."""
+    starter = getattr(runner, "_starter", None)
+    if starter is not None and starter.is_alive():
+        starter.join(timeout_s)
 
 
 def worker_main(slot: int, conn: Connection, data_dir: Path, heartbeats: Any) -> None:
