@@ -33,6 +33,7 @@ def ops(status: StatusRecord | None, checkpoints: dict[str, CheckpointRecord]) -
         "dlq_entries": 0,
         "sink_errors": sink_errors(status),
         "checkpoints": [checkpoint_info(cp, now) for cp in checkpoints.values()],
+        "generation": status.generation if status else None,
         "worker": status.worker if status else None,
         "worker_pid": status.worker_pid if status else None,
         "restarts": status.restarts if status else 0,

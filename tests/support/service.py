@@ -51,6 +51,14 @@ class Service:
         except httpx.TransportError:
             return httpx.Response(599)
 
+    def send_signal(self, signum: int) -> None:
+        assert self.process is not None
+        self.process.send_signal(signum)
+
+    def wait_status(self, name: str, status: str, timeout_s: float = 60.0) -> dict[str, Any]:
+        self.wait_until(lambda: self.status(name) == status, timeout_s, f"{name} {status}")
+        return self.pipeline(name)
+
     def wait_until(self, check: Any, timeout_s: float, what: str) -> None:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
