@@ -85,6 +85,9 @@ class KafkaConfigSpec(_UserSpec, frozen=True):
     encoding: Literal["json"] = "json"
     required: bool = True
     exactly_once: bool = False
+    checkpoint_topic: Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9._-]{1,249}$")] = (
+        "deltaforge.checkpoints"
+    )
     send_timeout_secs: PositiveInt = 30
     client_conf: dict[str, str | int | float | bool] = {}
 
@@ -163,10 +166,6 @@ def check_semantics(spec: PipelineSpec) -> None:
             f"quorum must be between 1 and the number of sinks ({len(ids)})",
             "$.spec.commit_policy.quorum",
         )
-    for index, sink in enumerate(spec.spec.sinks):
-        if sink.config.exactly_once:
-            raise SpecError("exactly_once is not supported yet; use at-least-once and dedupe "
-                            "on event_id", f"$.spec.sinks[{index}].config.exactly_once")
     if spec.spec.processors:
         kind = spec.spec.processors[0].get("type", "?")
         raise SpecError(f"processor type {kind!r} is not supported", "$.spec.processors[0]")

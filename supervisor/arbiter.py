@@ -32,6 +32,7 @@ CTX = multiprocessing.get_context("fork")
 HEARTBEAT_TIMEOUT_S = 30.0
 ABORT_GRACE_S = 5.0
 BOOT_FAILURES_REPORTED = 5
+BOOT_GRACE_S = 5.0
 
 
 @dataclass
@@ -45,6 +46,7 @@ class Child:
     backoff: Backoff = field(default_factory=lambda: Backoff(initial_s=0.5, max_s=30.0))
     respawn_at: float | None = None
     started_at: float = 0.0
+    started_wall: float = 0.0
     aborted_at: float | None = None
     restarts: int = 0
     pending: list[tuple[Any, ...]] = field(default_factory=list)  # sent when it next starts
@@ -105,11 +107,16 @@ class Arbiter:
         ready: list[Any] = [self.wake_r]
         ready += [c.process.sentinel for c in self.children() if c.process is not None]
         ready += [c.conn for c in self.children() if c.conn is not None]
-        wait(ready, timeout=1.0)
+        wait(ready, timeout=self.next_timer_s())
         try:
             os.read(self.wake_r, 4096)
         except BlockingIOError:
             pass
+
+    def next_timer_s(self) -> float:
+        """Sleep at most a second, less when a respawn is due sooner."""
+        due = [c.respawn_at for c in self.children() if c.respawn_at is not None]
+        return max(0.0, min([1.0] + [at - time.monotonic() for at in due]))
 
     def handle_signals(self) -> bool:
         """Returns True when the supervisor must exit now."""
@@ -226,6 +233,7 @@ class Arbiter:
         child.process = CTX.Process(target=target, args=args, name=child.name, daemon=False)
         child.process.start()
         child.started_at = time.monotonic()
+        child.started_wall = time.time()
         child.aborted_at = None
         log.info("child started name=%s pid=%d", child.name, child.process.pid)
 
@@ -245,8 +253,9 @@ class Arbiter:
                 self.schedule_respawn(child, code)
 
     def schedule_respawn(self, child: Child, code: int | None) -> None:
+        """Respawn soon after a crash of a child that had booted; back off on boot failures."""
         lived_s = time.monotonic() - child.started_at
-        if lived_s > 60:
+        if self.booted(child, lived_s):
             child.backoff.reset_after_success()
         delay = child.backoff.next_delay()
         child.respawn_at = time.monotonic() + delay
@@ -255,6 +264,12 @@ class Arbiter:
         level = logging.ERROR if flapping else logging.WARNING
         log.log(level, "child exited name=%s code=%s lived_s=%.1f restarts=%d respawn_in_s=%.1f",
                 child.name, code, lived_s, child.restarts, delay)
+
+    def booted(self, child: Child, lived_s: float) -> bool:
+        """A worker booted once its data loop stamped a heartbeat; the api after a few seconds."""
+        if child.slot is None:
+            return lived_s > BOOT_GRACE_S
+        return bool(self.heartbeats[child.slot] > child.started_wall)
 
     def respawn_due(self) -> None:
         now = time.monotonic()

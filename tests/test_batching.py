@@ -74,3 +74,12 @@ def test_batch_ids_increase() -> None:
     batcher = Batcher(BatchSpec(max_events=1, max_ms=10_000))
     batcher.add(tx(1, 1) + tx(2, 1), now=0.0)
     assert [batcher.take(now=0.0).batch_id, batcher.take(now=0.0).batch_id] == [1, 2]
+
+
+def test_exactly_once_never_splits_a_transaction_however_large() -> None:
+    batcher = Batcher(BatchSpec(max_events=4, max_ms=10_000), split_large_transactions=False)
+    batcher.add(tx(1, 10)[:6], now=0.0)
+    assert batcher.take(now=0.0) is None  # over the limit, but the transaction is still open
+    batcher.add(tx(1, 10)[6:] + tx(2, 2), now=0.0)
+    batch = batcher.take(now=0.0)
+    assert batch is not None and tx_ids(batch) == ["1"] * 10

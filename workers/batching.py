@@ -30,6 +30,7 @@ class Batcher:
     """Accumulates events and hands out batches that respect the limits and transactions."""
 
     spec: BatchSpec
+    split_large_transactions: bool = True  # False: a transaction is never split (exactly-once)
     _events: list[ChangeEvent] = field(default_factory=list)
     _bytes: int = 0
     _opened_at: float | None = None
@@ -54,7 +55,7 @@ class Batcher:
             return None
         cut = self._last_boundary_within_limits()
         if cut == 0 and self._full():
-            cut = self._limit_cut()  # one transaction alone exceeds the limits
+            cut = self._limit_cut() if self.split_large_transactions else self._first_boundary()
         return self._split(cut, now) if cut else None
 
     def _full(self) -> bool:
@@ -70,6 +71,13 @@ class Batcher:
             if event.tx_end or not respect_tx:
                 cut = index + 1
         return cut
+
+    def _first_boundary(self) -> int:
+        """The end of the first transaction, however large (0 while it is still open)."""
+        for index, event in enumerate(self._events):
+            if event.tx_end or not self.spec.respect_source_tx:
+                return index + 1
+        return 0
 
     def _limit_cut(self) -> int:
         size = 0

@@ -42,6 +42,8 @@ class _Families:
     sink_checkpoint_status: Gauge
     pipeline_status: Gauge
     pipeline_info: Gauge
+    txn_commits: Counter
+    txn_aborts: Counter
 
 
 @cache
@@ -112,6 +114,10 @@ def families() -> _Families:
             p + ["tenant"],
             multiprocess_mode="mostrecent",
         ),
+        txn_commits=Counter(
+            "deltaforge_sink_txn_commits_total", "Kafka transactions committed", ps
+        ),
+        txn_aborts=Counter("deltaforge_sink_txn_aborts_total", "Kafka transactions aborted", ps),
     )
 
 
@@ -146,6 +152,10 @@ class PipelineMetrics:
     def sink_failed(self, sink: str, required: bool) -> None:
         self.f.sink_errors.labels(self.pipeline, sink).inc()
         self.f.sink_checkpoint_status.labels(self.pipeline, sink, str(required).lower()).set(0)
+
+    def transaction(self, sink: str, committed: bool) -> None:
+        family = self.f.txn_commits if committed else self.f.txn_aborts
+        family.labels(self.pipeline, sink).inc()
 
     def checkpointed(self, count: int) -> None:
         self.f.checkpoints.labels(self.pipeline).inc(count)

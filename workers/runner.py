@@ -26,7 +26,7 @@ from state.records import (
     StatusRecord,
     min_position,
 )
-from state.spec import PipelineSpec
+from state.spec import KafkaConfigSpec, PipelineSpec
 from state.stores import CheckpointStore
 from state.writer import GroupCommitWriter
 from workers.backoff import Backoff
@@ -36,6 +36,7 @@ from workers.metrics import PipelineMetrics
 from workers.sinks.batches import BatchOutcome
 from workers.sinks.errors import SinkEventError
 from workers.sinks.kafka import KafkaSink
+from workers.sinks.kafka_txn import TransactionalKafkaSink
 from workers.source.errors import SourceError
 from workers.source.items import SourceFailure
 from workers.source.mysql import BinlogReader, current_binlog_end
@@ -43,6 +44,7 @@ from workers.waker import Waker
 
 log = logging.getLogger(__name__)
 SOURCE_QUEUE_ITEMS = 256
+SINK_CONNECT_TIMEOUT_S = 10.0
 STATUS_WRITE_INTERVAL_S = 1.0
 
 
@@ -108,7 +110,8 @@ class PipelineRunner:
         self.sinks: dict[str, SinkState] = {}
         self.reader: BinlogReader | None = None
         self.queue: WakingQueue = WakingQueue(SOURCE_QUEUE_ITEMS, self.wake)
-        self.batcher = Batcher(self.spec.spec.batch)
+        exactly_once = any(sink.config.exactly_once for sink in self.spec.spec.sinks)
+        self.batcher = Batcher(self.spec.spec.batch, split_large_transactions=not exactly_once)
         self.inflight: deque[InFlight] = deque()
         self.next_retry_at: float | None = None
 
@@ -135,9 +138,12 @@ class PipelineRunner:
         sinks: dict[str, SinkState] = {}
         try:
             for sink_spec in self.spec.spec.sinks:
-                sink = KafkaSink(self.name, self.spec.metadata.tenant, sink_spec.config)
+                sink = open_sink(self.name, self.spec.metadata.tenant, sink_spec.config)
                 sinks[sink.sink_id] = SinkState(sink, self._initial(stored, sink.sink_id, fresh))
-                sink.check_connection(timeout_s=10.0)
+                sink.check_connection(timeout_s=SINK_CONNECT_TIMEOUT_S)
+                committed = sink.committed_position(timeout_s=SINK_CONNECT_TIMEOUT_S)
+                if committed is not None:
+                    sinks[sink.sink_id].position = committed
         except BaseException:
             for state in sinks.values():
                 state.sink.close()
@@ -167,8 +173,7 @@ class PipelineRunner:
         self.reader = BinlogReader(self.name, self.spec.spec.source.config, start, self.queue)
         self.reader.start()
         self.state = "running"
-        self._set_status(now, status="running", started_at=time.time(), last_error=None,
-                         next_retry_at=None)
+        self._set_status(now, status="running", started_at=time.time(), next_retry_at=None)
         log.info("pipeline running pipeline=%s worker=%d start=%s", self.name, self.slot, start)
 
     def fail(self, error: BaseException, now: float) -> None:
@@ -259,7 +264,7 @@ class PipelineRunner:
                 continue
             entry.pending_sinks.add(sink_id)
             try:
-                state.sink.send_batch(batch.batch_id, events)
+                state.sink.send_batch(batch.batch_id, events, batch.end_position)
             except SinkEventError as exc:
                 raise PipelineFailure(
                     f"sink {sink_id} rejected event {exc.event.event_id} "
@@ -281,6 +286,8 @@ class PipelineRunner:
         entry = next(f for f in self.inflight if f.batch.batch_id == outcome.batch_id)
         entry.pending_sinks.discard(sink_id)
         required = state.sink.required
+        if state.sink.transactional:
+            self.metrics.transaction(sink_id, committed=outcome.error is None)
         if outcome.error is None:
             self.backoff.reset_after_success()
             entry.ok_sinks.add(sink_id)
@@ -340,6 +347,12 @@ class PipelineRunner:
         if write:
             self.writer.put("status", self.name, self.status)
             self._status_written_at = now
+
+
+def open_sink(pipeline: str, tenant: str, spec: KafkaConfigSpec) -> KafkaSink:
+    """The at-least-once sink, or the transactional one for ``exactly_once: true``."""
+    kind = TransactionalKafkaSink if spec.exactly_once else KafkaSink
+    return kind(pipeline, tenant, spec)
 
 
 def _after(events: list[ChangeEvent], position: BinlogPosition) -> list[ChangeEvent]:

@@ -51,6 +51,13 @@ class BatchTracker:
         self.sealed = True
         self._mark_if_done()
 
+    def abandon(self, error: str) -> None:
+        """The batch failed as a whole (an aborted transaction): complete now, failed."""
+        self.error = self.error or error
+        self.failed = self.sent - self.delivered
+        self.sealed = True
+        self.done_at = time.monotonic()
+
     def is_complete(self) -> bool:
         return self.done_at is not None
 

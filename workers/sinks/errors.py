@@ -26,6 +26,10 @@ class SinkUnavailableError(SinkError):
     """The destination cannot be reached (brokers down, metadata timeout)."""
 
 
+class SinkFencedError(SinkError):
+    """A newer producer with the same transactional.id took over; this one must stop."""
+
+
 class RoutingError(SinkError):
     """A topic template did not resolve for an event (unknown or null variable, empty result)."""
 

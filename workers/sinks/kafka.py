@@ -15,6 +15,7 @@ from typing import Any
 import msgspec
 from confluent_kafka import KafkaError, KafkaException, Producer
 
+from state.records import BinlogPosition
 from state.spec import KafkaConfigSpec
 from workers.envelopes import build_encoder
 from workers.events import ChangeEvent
@@ -57,6 +58,8 @@ def producer_config(spec: KafkaConfigSpec) -> dict[str, Any]:
 class KafkaSink:
     """One Kafka destination of one pipeline; not thread-safe (one runtime thread calls it)."""
 
+    transactional = False
+
     def __init__(self, pipeline: str, tenant: str, spec: KafkaConfigSpec) -> None:
         self.sink_id = spec.id
         self.required = spec.required
@@ -68,14 +71,22 @@ class KafkaSink:
         self._valid_topics: set[str] = set()
         self._ledger = BatchLedger()
         self._last_error: str | None = None
-        config = producer_config(spec)
+        config = self._client_config(spec)
         config["error_cb"] = self._on_client_error
         config["logger"] = _LibrdkafkaLog()
         self._producer = Producer(config)
         log.info("kafka sink started pipeline=%s sink=%s brokers=%s", pipeline, spec.id,
                  spec.brokers)
 
-    def send_batch(self, batch_id: int, events: list[ChangeEvent]) -> None:
+    def _client_config(self, spec: KafkaConfigSpec) -> dict[str, Any]:
+        return producer_config(spec)
+
+    def committed_position(self, timeout_s: float) -> BinlogPosition | None:
+        """Where this sink's output ends according to Kafka itself (None: ask the checkpoints)."""
+        return None
+
+    def send_batch(self, batch_id: int, events: list[ChangeEvent],
+                   end_position: BinlogPosition | None = None) -> None:
         """Produce every event under ``batch_id``; blocks (serving reports) while the queue is full.
 
         On ``SinkEventError`` the events before ``error.index`` are sent and stay in this batch;
@@ -110,7 +121,7 @@ class KafkaSink:
         try:
             self._producer.list_topics(timeout=timeout_s)
         except KafkaException as exc:
-            detail = self._last_error or _kafka_error_text(exc)
+            detail = self._last_error or kafka_error_text(exc)
             raise SinkUnavailableError(
                 f"kafka sink {self.sink_id!r}: no metadata from brokers {self._brokers} "
                 f"within {timeout_s:g}s ({detail})"
@@ -144,7 +155,7 @@ class KafkaSink:
         self, exc: KafkaException, index: int, event: ChangeEvent, topic: str, size: int
     ) -> SinkError:
         """Too large: this event's fault (DLQ). Anything else: the producer's (pipeline retry)."""
-        text = _kafka_error_text(exc)
+        text = kafka_error_text(exc)
         error = exc.args[0] if exc.args else None
         if isinstance(error, KafkaError) and error.code() == KafkaError.MSG_SIZE_TOO_LARGE:
             return SinkEventError(event, "serialization error", f"kafka rejected the message: "
@@ -192,6 +203,6 @@ class _LibrdkafkaLog:
         self._log.debug(message, *args)
 
 
-def _kafka_error_text(exc: KafkaException) -> str:
+def kafka_error_text(exc: KafkaException) -> str:
     error = exc.args[0] if exc.args else None
     return str(error.str()) if isinstance(error, KafkaError) else str(exc)
