@@ -83,3 +83,11 @@ def test_exactly_once_never_splits_a_transaction_however_large() -> None:
     batcher.add(tx(1, 10)[6:] + tx(2, 2), now=0.0)
     batch = batcher.take(now=0.0)
     assert batch is not None and tx_ids(batch) == ["1"] * 10
+
+
+def test_no_timer_while_only_an_open_transaction_is_pending() -> None:
+    batcher = Batcher(BatchSpec(max_events=100, max_ms=50))
+    batcher.add(tx(1, 3)[:2], now=0.0)
+    assert batcher.deadline() is None  # only more events can make a batch: sleep until then
+    batcher.add(tx(1, 3)[2:], now=0.01)
+    assert batcher.deadline() == 0.05
