@@ -40,6 +40,7 @@ from workers.sinks.kafka_txn import TransactionalKafkaSink
 from workers.source.errors import SourceError
 from workers.source.items import SourceFailure
 from workers.source.mysql import BinlogReader, current_binlog_end
+from workers.source.reachability import verify_position
 from workers.waker import Waker
 
 log = logging.getLogger(__name__)
@@ -144,6 +145,10 @@ class PipelineRunner:
                 committed = sink.committed_position(timeout_s=SINK_CONNECT_TIMEOUT_S)
                 if committed is not None:
                     sinks[sink.sink_id].position = committed
+            start = min_position([s.position for s in sinks.values()])
+            assert start is not None
+            if start != fresh:
+                verify_position(source, start)
         except BaseException:
             for state in sinks.values():
                 state.sink.close()
@@ -151,8 +156,6 @@ class PipelineRunner:
         for sink_id, state in sinks.items():
             if sink_id not in stored:
                 self._write_checkpoint(sink_id, state.position, events=0)
-        start = min_position([s.position for s in sinks.values()])
-        assert start is not None
         return sinks, start
 
     @staticmethod
