@@ -94,6 +94,19 @@ def test_cut_closes_open_connections_and_refuses_new_ones_until_restore(
         assert round_trip(after, b"again") == b"again"
 
 
+def test_hang_forwards_nothing_and_closes_nothing_until_restore(proxy: TcpProxy) -> None:
+    with connect(proxy) as sock:
+        proxy.hang()
+        sock.settimeout(0.5)
+        sock.sendall(b"held")
+        with pytest.raises(TimeoutError):
+            sock.recv(4)
+        assert proxy.open_connections() == 1
+        proxy.restore()
+        sock.settimeout(5)
+        assert sock.recv(4) == b"held"
+
+
 def test_delay_adds_latency_to_each_chunk(proxy: TcpProxy) -> None:
     with connect(proxy) as sock:
         started = time.monotonic()

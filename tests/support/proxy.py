@@ -1,8 +1,10 @@
-"""A small TCP proxy for fault injection in tests: cut, delay and throttle connections.
+"""A small TCP proxy for fault injection in tests: cut, hang, delay and throttle connections.
 
 ``TcpProxy(host, port)`` listens on a free loopback port and forwards each accepted connection
-to the target, one thread per direction. Faults apply to every connection, open or new, until
-``restore()``. At most ``max_connections`` are open at once; ``stop()`` closes everything.
+to the target, one thread per direction. Faults: ``cut`` (close everything, refuse new
+connections), ``hang`` (forward nothing, close nothing), ``delay``, ``throttle``. They apply
+to every connection, open or new, until ``restore()``. At most ``max_connections`` are open
+at once; ``stop()`` closes everything.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ class Faults:
     """What the proxy does to traffic right now."""
 
     cut: bool = False
+    hang: bool = False
     delay_s: float = 0.0
     bytes_per_s: float | None = None
 
@@ -63,6 +66,11 @@ class TcpProxy:
         self.faults = Faults(cut=True)
         for pair in self._take_pairs():
             pair.close()
+
+    def hang(self) -> None:
+        """Stop forwarding without closing anything, as a silent network partition does:
+        peers see no data and no FIN until ``restore()`` (or until they time out)."""
+        self.faults = Faults(hang=True)
 
     def delay(self, seconds: float) -> None:
         """Hold each forwarded chunk for ``seconds`` (both directions)."""
@@ -168,6 +176,9 @@ class _Pair:
     def _receive(self, source: socket.socket) -> bytes:
         """The next chunk from ``source``; empty once it or this connection is closed."""
         while not self._closed.is_set():
+            if self.proxy.faults.hang:
+                self._closed.wait(POLL_S)  # unread bytes stay in the kernel buffers
+                continue
             try:
                 return source.recv(_chunk_size(self.proxy.faults))
             except TimeoutError:
