@@ -31,6 +31,7 @@ from state.stores import CheckpointStore
 from state.writer import GroupCommitWriter
 from workers.backoff import Backoff
 from workers.batching import Batch, Batcher
+from workers.catchup import SinkCatchup
 from workers.events import ChangeEvent
 from workers.metrics import PipelineMetrics
 from workers.sinks.batches import BatchOutcome
@@ -41,7 +42,7 @@ from workers.source.errors import SourceError
 from workers.source.items import SourceFailure
 from workers.source.mysql import BinlogReader, current_binlog_end
 from workers.source.reachability import verify_position
-from workers.waker import Waker
+from workers.waker import Waker, WakingQueue
 
 log = logging.getLogger(__name__)
 SOURCE_QUEUE_ITEMS = 256
@@ -59,7 +60,11 @@ class SinkState:
 
     sink: KafkaSink
     position: BinlogPosition
-    detached: bool = False  # an optional sink that failed waits for the next restart
+    catchup: SinkCatchup | None = None  # set while a failed sink re-delivers on its own
+
+    @property
+    def detached(self) -> bool:
+        return self.catchup is not None
 
 
 @dataclass
@@ -67,18 +72,6 @@ class InFlight:
     batch: Batch
     pending_sinks: set[str]
     ok_sinks: set[str] = field(default_factory=set)
-
-
-class WakingQueue(queue.Queue):  # type: ignore[type-arg]
-    """A bounded queue that wakes the worker loop when the source hands it something."""
-
-    def __init__(self, maxsize: int, wake: Waker) -> None:
-        super().__init__(maxsize)
-        self.wake = wake
-
-    def _put(self, item: object) -> None:
-        super()._put(item)
-        self.wake.set()
 
 
 class PipelineRunner:
@@ -114,6 +107,7 @@ class PipelineRunner:
         exactly_once = any(sink.config.exactly_once for sink in self.spec.spec.sinks)
         self.batcher = Batcher(self.spec.spec.batch, split_large_transactions=not exactly_once)
         self.inflight: deque[InFlight] = deque()
+        self.sent_position: BinlogPosition | None = None
         self.next_retry_at: float | None = None
 
     def begin_start(self) -> None:
@@ -211,6 +205,9 @@ class PipelineRunner:
             self.metrics.reconnected(self.reader.reconnects)
             self.reader.stop()
         for state in self.sinks.values():
+            if state.catchup is not None:
+                state.catchup.close()  # its sink was closed when it was detached
+                continue
             if flush_timeout_s:
                 state.sink.flush(flush_timeout_s)
             state.sink.close()
@@ -227,6 +224,7 @@ class PipelineRunner:
                 self.begin_start()
             if self.state == "running":
                 self._run_once(now)
+                self._step_catchups(now)
         except Exception as exc:
             self.fail(exc, now)
         if self._status_dirty and now - self._status_written_at >= STATUS_WRITE_INTERVAL_S:
@@ -273,15 +271,20 @@ class PipelineRunner:
                     f"sink {sink_id} rejected event {exc.event.event_id} "
                     f"({exc.kind}): {exc.message}; enable the dead-letter queue to set it aside"
                 ) from exc
+        self.sent_position = batch.end_position
         last = batch.events[-1]
         self._set_status(time.monotonic(), write=False, last_event_ts_ms=last.ts_ms,
                          events_total=self.status.events_total + len(batch.events))
 
     def _collect(self, now: float, poll_s: float) -> None:
         for sink_id, state in self.sinks.items():
+            if state.detached:
+                continue
             state.sink.poll(poll_s if len(self.sinks) == 1 else 0.0)
             for outcome in state.sink.take_completed():
                 self._record_outcome(sink_id, state, outcome)
+                if state.detached:
+                    break
         while self.inflight and not self.inflight[0].pending_sinks:
             self._settle(self.inflight.popleft())
 
@@ -305,9 +308,35 @@ class PipelineRunner:
         last = dict(self.status.sink_last_error)
         last[sink_id] = outcome.error
         self._set_status(time.monotonic(), sink_errors=errors, sink_last_error=last)
-        state.detached = True
         log.warning("sink failed pipeline=%s sink=%s required=%s error=%s",
                     self.name, sink_id, required, outcome.error)
+        self._detach(sink_id, state)
+
+    def _detach(self, sink_id: str, state: SinkState) -> None:
+        """Stop sending to a failed sink; unless the policy then fails the pipeline, it catches
+        up on its own from its checkpoint and rejoins."""
+        for entry in self.inflight:
+            entry.pending_sinks.discard(sink_id)
+        state.sink.close()
+        spec = next(s.config for s in self.spec.spec.sinks if s.config.id == sink_id)
+        tenant = self.spec.metadata.tenant
+        state.catchup = SinkCatchup(
+            self.name, self.spec.spec.source.config, spec, state.position,
+            Batcher(self.spec.spec.batch, self.batcher.split_large_transactions),
+            lambda sink_spec: open_sink(self.name, tenant, sink_spec),
+            self._write_checkpoint, self.wake)
+        state.catchup.retry_at = time.monotonic() + state.catchup.backoff.next_delay()
+
+    def _step_catchups(self, now: float) -> None:
+        for sink_id, state in self.sinks.items():
+            if state.catchup is None:
+                continue
+            state.catchup.step(now)
+            if state.catchup.caught_up(self.sent_position):
+                state.position = state.catchup.position
+                state.sink, state.catchup = state.catchup.hand_over(), None
+                log.info("sink caught up and rejoined pipeline=%s sink=%s position=%s",
+                         self.name, sink_id, state.position)
 
     def _settle(self, entry: InFlight) -> None:
         policy = self.spec.spec.commit_policy
@@ -336,6 +365,8 @@ class PipelineRunner:
         """How long the loop may sleep for this pipeline's sake."""
         if self.inflight:
             return 0.005
+        if any(state.catchup is not None for state in self.sinks.values()):
+            return 0.05
         if self.state == "failed" and self.next_retry_at is not None:
             return max(0.0, self.next_retry_at - now)
         deadline = self.batcher.deadline()

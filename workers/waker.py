@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import queue
 
 
 class Waker:
@@ -38,3 +39,15 @@ class Waker:
     def close(self) -> None:
         os.close(self._read_fd)
         os.close(self._write_fd)
+
+
+class WakingQueue(queue.Queue):  # type: ignore[type-arg]
+    """A bounded queue that wakes the worker loop when a source thread hands it something."""
+
+    def __init__(self, maxsize: int, wake: Waker) -> None:
+        super().__init__(maxsize)
+        self.wake = wake
+
+    def _put(self, item: object) -> None:
+        super()._put(item)
+        self.wake.set()
