@@ -50,6 +50,10 @@ def producer_config(spec: KafkaConfigSpec) -> dict[str, Any]:
         "batch.size": 1048576,
         "message.timeout.ms": spec.send_timeout_secs * 1000,
         "socket.keepalive.enable": True,
+        # Bounded client buffer: when Kafka is slow or away, produce() raises BufferError past
+        # this and the runner stops pulling from the binlog (backpressure, not memory growth).
+        "queue.buffering.max.kbytes": 65536,
+        "queue.buffering.max.messages": 100000,
     }
     config.update(spec.client_conf)
     return config
