@@ -7,9 +7,9 @@ from typing import Any
 
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import JSONResponse
 
 from api.redact import redact_text
+from api.responses import JSONResponse
 
 log = logging.getLogger(__name__)
 

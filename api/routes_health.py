@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse
 
+from api.responses import JSONResponse
 from api.views import pipe_info, pipeline_status
 from state.stores import SpecStore, StatusStore
 

@@ -11,12 +11,13 @@ from typing import Any
 
 import msgspec
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 
 from api.bodies import checked_spec, json_object
 from api.control import SupervisorLink
 from api.errors import ApiError, pipeline_not_found
 from api.merge import deep_merge
+from api.responses import JSONResponse
 from api.routes_pipelines import label_filter, matches
 from api.views import pipe_info
 from state.records import DesiredStatus, PipelineRecord

@@ -5,9 +5,9 @@ from __future__ import annotations
 import time
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse
 
 from api.errors import ApiError, pipeline_not_found
+from api.responses import JSONResponse
 from api.views import checkpoint_info, ops, pipe_info
 from state.records import PipelineRecord
 from state.stores import CheckpointStore, SpecStore, StatusStore

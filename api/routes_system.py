@@ -6,11 +6,11 @@ import asyncio
 import logging
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse
 
 from api.bodies import json_body, json_object
 from api.connect_checks import run_checks
 from api.errors import ApiError
+from api.responses import JSONResponse
 from state.spec import SpecError, decode_spec
 
 LEVELS = ("debug", "info", "warning", "error", "critical")

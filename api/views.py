@@ -18,9 +18,29 @@ def pipeline_status(record: PipelineRecord, status: StatusRecord | None) -> str:
     return status.status
 
 
+class RedactedSpecs:
+    """Redacted specs by record version: redacting 300 specs per listing costs ~25 ms."""
+
+    def __init__(self, max_entries: int = 20_000) -> None:
+        self.max_entries = max_entries
+        self.entries: dict[tuple[str, int, float], Any] = {}
+
+    def get(self, record: PipelineRecord) -> Any:
+        key = (record.name, record.generation, record.updated_at)
+        redacted = self.entries.get(key)
+        if redacted is None:
+            if len(self.entries) >= self.max_entries:
+                self.entries.clear()
+            redacted = self.entries[key] = redact(record.spec)
+        return redacted
+
+
+REDACTED = RedactedSpecs()
+
+
 def pipe_info(record: PipelineRecord, status: StatusRecord | None) -> dict[str, Any]:
     return {"name": record.name, "status": pipeline_status(record, status),
-            "spec": redact(record.spec)}
+            "spec": REDACTED.get(record)}
 
 
 def ops(status: StatusRecord | None, checkpoints: dict[str, CheckpointRecord]) -> dict[str, Any]:
