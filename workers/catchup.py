@@ -19,12 +19,13 @@ from state.spec import KafkaConfigSpec, MysqlConfigSpec
 from workers.backoff import Backoff
 from workers.batching import Batcher
 from workers.sinks.kafka import KafkaSink
-from workers.source.items import SourceFailure, SourceItem
+from workers.source.items import SourceItem, take_events
 from workers.source.mysql import BinlogReader
 from workers.waker import Waker, WakingQueue
 
 log = logging.getLogger(__name__)
 QUEUE_ITEMS = 64
+MAX_INFLIGHT = 2
 
 SinkFactory = Callable[[KafkaConfigSpec], KafkaSink]
 Checkpoint = Callable[[str, BinlogPosition, int], None]
@@ -93,18 +94,12 @@ class SinkCatchup:
                  self.sink_spec.id, self.position)
 
     def _pull(self, now: float) -> None:
-        while len(self.inflight) < 2:
-            try:
-                item = self.queue.get_nowait()
-            except queue.Empty:
-                return
-            if isinstance(item, SourceFailure):
-                raise item.error
-            self.batcher.add(item, now)
+        if len(self.inflight) < MAX_INFLIGHT:
+            self.batcher.add(take_events(self.queue, self.batcher.spec.max_events), now)
 
     def _send(self, now: float) -> None:
         assert self.sink is not None
-        while len(self.inflight) < 2 and (batch := self.batcher.take(now)) is not None:
+        while len(self.inflight) < MAX_INFLIGHT and (batch := self.batcher.take(now)) is not None:
             self.sink.send_batch(batch.batch_id, batch.events, batch.end_position)
             self.inflight[batch.batch_id] = batch.end_position
 

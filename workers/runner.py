@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import os
-import queue
 import threading
 import time
 from collections import Counter as Tally
@@ -39,7 +38,7 @@ from workers.sinks.errors import SinkEventError
 from workers.sinks.kafka import KafkaSink
 from workers.sinks.kafka_txn import TransactionalKafkaSink
 from workers.source.errors import SourceError
-from workers.source.items import SourceFailure
+from workers.source.items import take_events
 from workers.source.mysql import BinlogReader, current_binlog_end
 from workers.source.reachability import verify_position
 from workers.waker import Waker, WakingQueue
@@ -241,16 +240,7 @@ class PipelineRunner:
         self._collect(now, poll_s=0.0)
 
     def _pull_source(self, now: float, budget: int) -> None:
-        pulled = 0
-        while pulled < budget:
-            try:
-                item = self.queue.get_nowait()
-            except queue.Empty:
-                return
-            if isinstance(item, SourceFailure):
-                raise item.error
-            self.batcher.add(item, now)
-            pulled += len(item)
+        self.batcher.add(take_events(self.queue, budget), now)
 
     def _send(self, batch: Batch) -> None:
         tally: Tally[tuple[str, str]] = Tally((f"{e.db}.{e.table}", e.op) for e in batch.events)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pymysql
@@ -49,6 +51,19 @@ def connect(config: MysqlConfigSpec, dsn: MysqlDsn) -> pymysql.connections.Conne
         return pymysql.connect(**connection_settings(config, dsn), autocommit=True)
     except Exception as exc:
         raise classify(exc, dsn) from exc
+
+
+@contextmanager
+def server_session(config: MysqlConfigSpec) -> Iterator[tuple[Any, MysqlDsn]]:
+    """A short control connection; any failure inside comes out as a ``SourceError``."""
+    dsn = parse_dsn(config.dsn)
+    conn = connect(config, dsn)
+    try:
+        yield conn, dsn
+    except Exception as exc:
+        raise classify(exc, dsn) from exc
+    finally:
+        conn.close()
 
 
 def classify(exc: BaseException, dsn: MysqlDsn) -> SourceError:

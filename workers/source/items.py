@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import queue
 from dataclasses import dataclass
 
 from workers.events import ChangeEvent
@@ -16,3 +17,18 @@ class SourceFailure:
 
 
 SourceItem = list[ChangeEvent] | SourceFailure
+
+
+def take_events(items: queue.Queue[SourceItem], budget: int) -> list[ChangeEvent]:
+    """Up to about ``budget`` events already queued (whole rows events); a queued failure is
+    raised."""
+    events: list[ChangeEvent] = []
+    while len(events) < budget:
+        try:
+            item = items.get_nowait()
+        except queue.Empty:
+            break
+        if isinstance(item, SourceFailure):
+            raise item.error
+        events.extend(item)
+    return events

@@ -21,6 +21,7 @@ from workers.source.connection import (
     connect,
     connection_settings,
     json_columns,
+    server_session,
 )
 from workers.source.dsn import MysqlDsn, parse_dsn
 from workers.source.errors import SourceConfigError, SourceError, SourceUnreachableError
@@ -38,16 +39,8 @@ _PUT_POLL_S = 0.2
 
 def current_binlog_end(config: MysqlConfigSpec) -> BinlogPosition:
     """The server's current binlog end (file, pos, executed GTIDs, server id)."""
-    dsn = parse_dsn(config.dsn)
-    conn = connect(config, dsn)
-    try:
+    with server_session(config) as (conn, dsn):
         return _binlog_end(conn, dsn)
-    except SourceError:
-        raise
-    except Exception as exc:
-        raise classify(exc, dsn) from exc
-    finally:
-        conn.close()
 
 
 def _binlog_end(conn: Any, dsn: MysqlDsn) -> BinlogPosition:

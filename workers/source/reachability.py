@@ -11,9 +11,9 @@ from typing import Any
 
 from state.records import BinlogPosition
 from state.spec import MysqlConfigSpec
-from workers.source.connection import classify, connect
-from workers.source.dsn import MysqlDsn, parse_dsn
-from workers.source.errors import SourceError, SourcePositionLostError
+from workers.source.connection import server_session
+from workers.source.dsn import MysqlDsn
+from workers.source.errors import SourcePositionLostError
 
 REMEDY = ("re-snapshot the tables, or reset the position by deleting and re-creating the "
           "pipeline (it then starts at the current binlog end)")
@@ -21,19 +21,10 @@ REMEDY = ("re-snapshot the tables, or reset the position by deleting and re-crea
 
 def verify_position(config: MysqlConfigSpec, position: BinlogPosition) -> None:
     """Raise ``SourcePositionLostError`` saying what happened when ``position`` is unusable."""
-    dsn = parse_dsn(config.dsn)
-    conn = connect(config, dsn)
-    try:
-        with conn.cursor() as cur:
-            _check_file(cur, dsn, position)
-            _check_server_id(cur, dsn, position)
-            _check_gtids(cur, conn.get_server_info(), dsn, position)
-    except SourceError:
-        raise
-    except Exception as exc:
-        raise classify(exc, dsn) from exc
-    finally:
-        conn.close()
+    with server_session(config) as (conn, dsn), conn.cursor() as cur:
+        _check_file(cur, dsn, position)
+        _check_server_id(cur, dsn, position)
+        _check_gtids(cur, conn.get_server_info(), dsn, position)
 
 
 def _check_file(cur: Any, dsn: MysqlDsn, position: BinlogPosition) -> None:
