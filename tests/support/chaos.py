@@ -82,7 +82,8 @@ class ChangeWriter(threading.Thread):
             except (pymysql.err.MySQLError, OSError):
                 self.failures += 1
                 self.uncertain += versions
-                conn = _close_quietly(conn)
+                _close_quietly(conn)
+                conn = None
                 self._stop_event.wait(0.2)
                 continue
             self.committed += versions
