@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Producer, TopicPartition
 
 from deploy.local.kafka import KafkaBroker
 from deploy.local.mariadb import MariaDBServer
@@ -130,9 +130,54 @@ def topic_messages(bootstrap: str, topic: str, partitions: int = TOPIC_PARTITION
         consumer.close()
 
 
-def warm_up(bootstrap: str) -> None:
-    """One idempotent message, so the broker's first-producer set-up is not in either timing."""
+def committed_messages(bootstrap: str, topic: str, partitions: int = TOPIC_PARTITIONS,
+                       timeout_s: float = 600.0) -> tuple[int, int]:
+    """Messages and distinct keys a ``read_committed`` consumer sees in a topic, from the start.
+
+    Counted message by message: transaction markers occupy offsets, so high watermarks
+    over-count a transactional topic. Reads each partition to its end (the last stable offset).
+    """
+    consumer = Consumer({
+        "bootstrap.servers": bootstrap, "group.id": "bench-committed-count",
+        "isolation.level": "read_committed", "enable.auto.commit": False,
+        "enable.partition.eof": True, "auto.offset.reset": "earliest",
+    })
+    messages = 0
+    keys: set[bytes | str | None] = set()
+    at_end: set[int] = set()
+    deadline = time.monotonic() + timeout_s
+    try:
+        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in range(partitions)])
+        while len(at_end) < partitions:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"topic {topic} not read to its end in {timeout_s:.0f}s")
+            for message in consumer.consume(10_000, timeout=1.0):
+                error = message.error()
+                if error is None:
+                    messages += 1
+                    keys.add(message.key())
+                elif error.code() == KafkaError._PARTITION_EOF:
+                    at_end.add(int(message.partition() or 0))
+                else:
+                    raise RuntimeError(f"reading {topic}: {error}")
+        return messages, len(keys)
+    finally:
+        consumer.close()
+
+
+def warm_up(bootstrap: str, transactional: bool = False) -> None:
+    """One idempotent message, so the broker's first-producer set-up is not in either timing.
+
+    ``transactional`` also commits one transaction, so the broker's creation of its
+    transaction-state topic (first transactional producer) is not in the exactly-once timing.
+    """
     producer = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True})
     producer.produce("bench.warmup", value=b"warm-up")
     if producer.flush(60) != 0:
         raise RuntimeError("kafka warm-up message not delivered within 60s")
+    if transactional:
+        txn = Producer({"bootstrap.servers": bootstrap, "transactional.id": "bench-warmup"})
+        txn.init_transactions(120)
+        txn.begin_transaction()
+        txn.produce("bench.warmup", value=b"warm-up transaction")
+        txn.commit_transaction(60)

@@ -40,6 +40,12 @@ class Target:
     mariadb: MariaDBServer
     bootstrap: str
     topic: str
+    checkpoint_topic: str | None = None
+    """Set: the sink runs with ``exactly_once: true`` and this checkpoint topic."""
+
+    @property
+    def exactly_once(self) -> bool:
+        return self.checkpoint_topic is not None
 
 
 @dataclass
@@ -54,6 +60,10 @@ class Progress:
 
 def pipeline_document(target: Target) -> dict[str, Any]:
     """The pipeline YAML a user would write for this drain."""
+    sink: dict[str, Any] = {"id": SINK_ID, "brokers": target.bootstrap, "topic": target.topic,
+                            "envelope": "native"}
+    if target.checkpoint_topic is not None:
+        sink.update({"exactly_once": True, "checkpoint_topic": target.checkpoint_topic})
     return {
         "apiVersion": "deltaforge/v1",
         "kind": "Pipeline",
@@ -62,9 +72,7 @@ def pipeline_document(target: Target) -> dict[str, Any]:
             "source": {"type": "mysql", "config": {
                 "id": "src-bench", "dsn": target.mariadb.cdc_dsn(DATABASE),
                 "tables": [f"{DATABASE}.{TABLE}"]}},
-            "sinks": [{"type": "kafka", "config": {
-                "id": SINK_ID, "brokers": target.bootstrap, "topic": target.topic,
-                "envelope": "native"}}],
+            "sinks": [{"type": "kafka", "config": sink}],
             "batch": {"max_events": 2000, "max_ms": 50},
         },
     }
@@ -87,8 +95,13 @@ def seed_checkpoint(data_dir: Path, start: BinlogPosition) -> None:
 
 
 def run_ours(target: Target, backlog: Backlog, work_dir: Path,
-             profile_path: Path | None = None, profile_gil: bool = False) -> Result:
+             profile_path: Path | None = None, profile_gil: bool = False,
+             name: str = "ours") -> Result:
     """Start the CLI, wait until the backlog's end is checkpointed, SIGTERM; timed.
+
+    The checkpoint is seeded in LMDB with the backlog's start; with exactly-once the sink
+    prefers the position in its checkpoint topic, which on a fresh topic has none, so the
+    seed is used there too. ``work_dir`` must be new for each run (its own data dir).
 
     With ``profile_path``, py-spy samples the worker from the first event to the end (its CPU
     is then part of the figure: a profiled run is for hot spots, not for the table).
@@ -113,7 +126,7 @@ def run_ours(target: Target, backlog: Backlog, work_dir: Path,
         if profiler is not None:
             profiler.wait(60)
     cpu = cpu_s(resource.RUSAGE_CHILDREN) - cpu_before
-    return ours_result(backlog, progress, cpu, profiled=profiler is not None)
+    return ours_result(name, backlog, progress, cpu, profiled=profiler is not None)
 
 
 def start_service(config_dir: Path, data_dir: Path, port: int) -> subprocess.Popen[bytes]:
@@ -194,10 +207,11 @@ def start_profiler(pid: int, path: Path, gil: bool) -> subprocess.Popen[bytes]:
         return subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT)
 
 
-def ours_result(backlog: Backlog, progress: Progress, cpu: float, profiled: bool) -> Result:
+def ours_result(name: str, backlog: Backlog, progress: Progress, cpu: float,
+                profiled: bool) -> Result:
     assert progress.done is not None
     first = progress.first_event if progress.first_event is not None else progress.started
     drain_s = max(progress.done - first, 1e-9)
     extra = {"startup_s": round(first - progress.started, 3), "drain_s": round(drain_s, 3),
              "drain_rows_per_s": round(backlog.rows / drain_s, 1), "profiled": profiled}
-    return Result("ours", backlog.rows, progress.done - progress.started, cpu, extra)
+    return Result(name, backlog.rows, progress.done - progress.started, cpu, extra)
