@@ -130,7 +130,6 @@ class Worker:
         if runner is not None:
             runner.drain(time.monotonic() + self.drain_timeout_s,
                          "stopped" if final == "deleted" else final)  # type: ignore[arg-type]
-            wait_for_starter(runner)
             log.info("pipeline unassigned pipeline=%s final=%s", name, final)
         if final == "deleted":
             self.writer.delete("status", name)
@@ -172,14 +171,6 @@ class Worker:
         self.writer.close()
         self.state.close()
         log.info("worker stopped slot=%d", self.slot)
-
-
-def wait_for_starter(runner: PipelineRunner, timeout_s: float = 15.0) -> None:
-    """A runner drained while starting may still have its start thread writing first
-    checkpoints; wait for it so a deletion that follows is not undone."""
-    starter = getattr(runner, "_starter", None)
-    if starter is not None and starter.is_alive():
-        starter.join(timeout_s)
 
 
 def worker_main(slot: int, conn: Connection, data_dir: Path, heartbeats: Any) -> None:

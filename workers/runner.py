@@ -187,6 +187,7 @@ class PipelineRunner:
 
     def drain(self, deadline: float, final_status: ActualStatus = "stopped") -> None:
         """Graceful stop: stop reading, deliver whole transactions, checkpoint, close."""
+        self._abandon_start(deadline)
         if self.state == "running":
             if self.reader is not None:
                 self.reader.stop()
@@ -198,6 +199,16 @@ class PipelineRunner:
         self._close_data_path(flush_timeout_s=max(0.0, deadline - time.monotonic()))
         self.state = final_status
         self._set_status(time.monotonic(), status=final_status)
+
+    def _abandon_start(self, deadline: float) -> None:
+        """A start in progress finishes first (its steps have their own timeouts), so that it
+        writes no checkpoint after the drain; what it opened is then closed."""
+        if self._starter is not None:
+            self._starter.join(max(0.0, deadline - time.monotonic()))
+        if self.state == "starting" and self._started is not None:
+            for state in self._started[0].values():
+                state.sink.close()
+            self._started = None
 
     def _close_data_path(self, flush_timeout_s: float) -> None:
         if self.reader is not None:
