@@ -71,3 +71,46 @@ def test_a_failed_optional_sink_catches_up_while_the_pipeline_runs(
         assert "caught up and rejoined pipeline=policy sink=side" in service.log(tail_chars=None)
     finally:
         service.close()
+
+
+@pytest.mark.parametrize(("policy", "fails"), [({"mode": "all"}, True),
+                                               ({"mode": "quorum", "quorum": 1}, False)])
+def test_policy_all_fails_on_any_sink_and_quorum_tolerates_one(
+        mariadb: Any, kafka: Any, proxied: tuple[KafkaBroker, TcpProxy],  # noqa: F811
+        tmp_path: Path, policy: dict[str, Any], fails: bool) -> None:
+    side_broker, proxy = proxied
+    db = unique("policy")
+    with mariadb.connect() as conn, conn.cursor() as cur:
+        cur.execute(f"CREATE DATABASE {db}")
+        cur.execute(f"CREATE TABLE {db}.t (id INT PRIMARY KEY, v VARCHAR(10))")
+    kafka.create_topic(f"{db}.main")
+    side_broker.create_topic(f"{db}.side")
+    spec = pipeline_yaml("policy", mariadb.cdc_dsn(), kafka.bootstrap, [f"{db}.t"],
+                         f"{db}.main")
+    spec["spec"]["sinks"].append({"type": "kafka", "config": {
+        "id": "side", "brokers": f"127.0.0.1:{proxy.port}", "topic": f"{db}.side",
+        "required": False, "send_timeout_secs": 3}})
+    spec["spec"]["commit_policy"] = policy
+    service = Service(write_config(tmp_path / "config", spec), tmp_path / "data", workers=1)
+    try:
+        service.start()
+        service.wait_running("policy")
+        proxy.cut()
+        insert(mariadb, db, range(0, 20))
+        if fails:  # "all" means every sink, optional ones included
+            service.wait_until(lambda: service.status("policy") == "failed", 30, "failed")
+            error = service.pipeline("policy")["ops"]["last_error"]
+            assert "commit policy all not met" in error and "side" in error
+        else:
+            main = read_until(kafka.bootstrap, f"{db}.main", lambda got: len(got) >= 20)
+            assert ids_in(main) == set(range(20))
+            service.wait_until(lambda: "side" in service.pipeline("policy")["ops"]["sink_errors"],
+                               30, "side failure recorded")
+            assert service.status("policy") == "running"
+        proxy.restore()
+        side = read_until(f"127.0.0.1:{proxy.port}", f"{db}.side",
+                          lambda got: ids_in(got) == set(range(20)), timeout_s=90)
+        assert ids_in(side) == set(range(20))  # recovered by itself either way
+    finally:
+        proxy.restore()
+        service.close()
