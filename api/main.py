@@ -11,11 +11,13 @@ import uvicorn
 from prometheus_client import values
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.routing import Route
 
 from api.control import SupervisorLink
 from api.errors import ApiError, handle_api_error, handle_http_error, handle_unexpected
 from api.openapi import build_openapi
+from api.request_metrics import RequestMetrics
 from api.routes_health import health, ready
 from api.routes_lifecycle import (
     bulk_action,
@@ -59,7 +61,8 @@ def build_app(state: StateEnv, conn: Connection | None = None) -> Starlette:
     handlers = {ApiError: handle_api_error, HTTPException: handle_http_error,
                 Exception: handle_unexpected}
     table = routes()
-    app = Starlette(routes=table, exception_handlers=handlers)
+    middleware = [Middleware(RequestMetrics, routes=table)]
+    app = Starlette(routes=table, exception_handlers=handlers, middleware=middleware)
     app.state.specs = SpecStore(state)
     app.state.statuses = StatusStore(state)
     app.state.checkpoints = CheckpointStore(state)

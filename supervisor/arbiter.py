@@ -22,6 +22,7 @@ from state.env import StateError
 from supervisor.boot import Desired, sync_specs
 from supervisor.config_files import file_specs
 from supervisor.desired import desired_changes, worker_message
+from supervisor.metrics import SupervisorMetrics, WorkerView
 from supervisor.options import Options
 from supervisor.sharding import slot_for
 from supervisor.systemd import notify
@@ -66,6 +67,7 @@ class Arbiter:
         self.workers = [Child(f"worker-{slot}", slot) for slot in range(options.workers)]
         self.api = Child("api", None)
         self.stopping_deadline: float | None = None
+        self.metrics = SupervisorMetrics()
 
     # ---- signals -------------------------------------------------------------------------
 
@@ -102,6 +104,7 @@ class Arbiter:
                 continue
             self.respawn_due()
             self.check_heartbeats()
+            self.update_metrics()
 
     def wait_for_events(self) -> None:
         ready: list[Any] = [self.wake_r]
@@ -260,6 +263,7 @@ class Arbiter:
         delay = child.backoff.next_delay()
         child.respawn_at = time.monotonic() + delay
         child.restarts += 1
+        self.metrics.restarted(child.name)
         flapping = child.backoff.attempts >= BOOT_FAILURES_REPORTED
         level = logging.ERROR if flapping else logging.WARNING
         log.log(level, "child exited name=%s code=%s lived_s=%.1f restarts=%d respawn_in_s=%.1f",
@@ -297,6 +301,12 @@ class Arbiter:
                           child.name, age_s)
                 child.aborted_at = now
                 os.kill(child.process.pid, signal.SIGABRT)
+
+    def update_metrics(self) -> None:
+        views = [WorkerView(c.name, c.process is not None, self.heartbeats[c.slot or 0])
+                 for c in self.workers]
+        running = (name for name, (_, desired) in self.pipelines.items() if desired == "running")
+        self.metrics.update(views, running)
 
     # ---- stopping ------------------------------------------------------------------------
 

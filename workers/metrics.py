@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import time
 from collections import Counter as Tally
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cache
 
 from prometheus_client import Counter, Gauge, Histogram, values
+
+from workers.events import ChangeEvent
 
 LATENCY_BUCKETS_S = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 BATCH_EVENT_BUCKETS = (1, 5, 10, 25, 50, 100, 250, 500, 1000, 2000, 5000)
@@ -30,6 +33,7 @@ class _Families:
     source_reconnects: Counter
     source_errors: Counter
     source_lag: Gauge
+    table_lag: Gauge
     sink_events: Counter
     sink_bytes: Counter
     sink_errors: Counter
@@ -39,11 +43,16 @@ class _Families:
     batch_bytes: Histogram
     checkpoints: Counter
     last_checkpoint_ts: Gauge
+    sink_last_checkpoint_ts: Gauge
     sink_checkpoint_status: Gauge
     pipeline_status: Gauge
-    pipeline_info: Gauge
     txn_commits: Counter
     txn_aborts: Counter
+    dlq_entries: Gauge
+    dlq_events: Counter
+    dlq_saturation: Gauge
+    dlq_evicted: Counter
+    dlq_rejected: Counter
 
 
 @cache
@@ -63,6 +72,12 @@ def families() -> _Families:
             "deltaforge_source_lag_seconds",
             "Now minus the source commit time of the last event handed to the sinks",
             p,
+            multiprocess_mode="mostrecent",
+        ),
+        table_lag=Gauge(
+            "deltaforge_source_table_lag_seconds",
+            "Now minus the source commit time of the newest event of the table in the last batch",
+            p + ["table"],
             multiprocess_mode="mostrecent",
         ),
         sink_events=Counter("deltaforge_sink_events_total", "Events acknowledged by a sink", ps),
@@ -96,6 +111,12 @@ def families() -> _Families:
             p,
             multiprocess_mode="mostrecent",
         ),
+        sink_last_checkpoint_ts=Gauge(
+            "deltaforge_sink_last_checkpoint_ts",
+            "Unix time of the sink's last checkpoint write",
+            ps,
+            multiprocess_mode="mostrecent",
+        ),
         sink_checkpoint_status=Gauge(
             "deltaforge_sink_checkpoint_status",
             "1 if the sink acknowledged its last batch, 0 if it failed",
@@ -108,38 +129,77 @@ def families() -> _Families:
             p,
             multiprocess_mode="mostrecent",
         ),
-        pipeline_info=Gauge(
-            "deltaforge_pipeline_info",
-            "Always 1; join on it for the tenant",
-            p + ["tenant"],
-            multiprocess_mode="mostrecent",
-        ),
         txn_commits=Counter(
             "deltaforge_sink_txn_commits_total", "Kafka transactions committed", ps
         ),
         txn_aborts=Counter("deltaforge_sink_txn_aborts_total", "Kafka transactions aborted", ps),
+        dlq_entries=Gauge(
+            "deltaforge_dlq_entries", "Entries in the dead-letter queue", p,
+            multiprocess_mode="mostrecent",
+        ),
+        dlq_events=Counter(
+            "deltaforge_dlq_events_total", "Events written to the dead-letter queue",
+            ps + ["error_kind"],
+        ),
+        dlq_saturation=Gauge(
+            "deltaforge_dlq_saturation_ratio", "Dead-letter entries divided by max_entries", p,
+            multiprocess_mode="mostrecent",
+        ),
+        dlq_evicted=Counter(
+            "deltaforge_dlq_evicted_total", "Oldest dead-letter entries dropped on overflow", p
+        ),
+        dlq_rejected=Counter(
+            "deltaforge_dlq_rejected_total", "Dead-letter writes refused on overflow", p
+        ),
     )
 
 
 class PipelineMetrics:
-    """The series of one pipeline; every method is called once per batch or lifecycle step."""
+    """The series of one pipeline; every method is called once per batch or lifecycle step.
 
-    def __init__(self, pipeline: str, tenant: str) -> None:
+    ``tenant`` is accepted for symmetry with DeltaForge; ``deltaforge_pipeline_info`` and
+    ``deltaforge_pipeline_labels`` are rendered by the api from the stored specs.
+    """
+
+    def __init__(self, pipeline: str, tenant: str = "") -> None:
         self.pipeline = pipeline
         self.f = families()
-        self.f.pipeline_info.labels(pipeline, tenant).set(1)
+        self._tables: set[str] = set()
+        self._heartbeats_seen = 0
 
     def status(self, status: str) -> None:
         self.f.pipeline_status.labels(self.pipeline).set(STATUS_VALUES[status])
 
-    def batch_read(self, tally: Tally[tuple[str, str]], size_bytes: int, last_ts_ms: int) -> None:
+    def batch_read(self, events: Sequence[ChangeEvent], size_bytes: int) -> None:
+        """Counts, sizes and lags of one batch handed to the sinks (one pass over its events)."""
+        tally: Tally[tuple[str, str]] = Tally()
+        newest_ms: dict[str, int] = {}
+        for event in events:
+            table = f"{event.db}.{event.table}"
+            tally[table, event.op] += 1
+            if event.ts_ms > newest_ms.get(table, 0):
+                newest_ms[table] = event.ts_ms
         for (table, op), count in tally.items():
             self.f.source_events.labels(self.pipeline, table, op).inc(count)
-        events = sum(tally.values())
+        now = time.time()
+        for table, ts_ms in newest_ms.items():
+            self.f.table_lag.labels(self.pipeline, table).set(max(0.0, now - ts_ms / 1000))
+        self._tables.update(newest_ms)
         self.f.source_bytes.labels(self.pipeline).inc(size_bytes)
-        self.f.batch_events.labels(self.pipeline).observe(events)
+        self.f.batch_events.labels(self.pipeline).observe(len(events))
         self.f.batch_bytes.labels(self.pipeline).observe(size_bytes)
-        self.f.source_lag.labels(self.pipeline).set(max(0.0, time.time() - last_ts_ms / 1000))
+        last_ms = events[-1].ts_ms if events else 0
+        self.f.source_lag.labels(self.pipeline).set(max(0.0, now - last_ms / 1000))
+
+    def source_idle(self, heartbeats: int, drained: bool) -> None:
+        """A binlog heartbeat arrived (the server had nothing more to send) and everything read
+        before it was handed to the sinks: the pipeline is caught up, so its lag is 0."""
+        if heartbeats in (0, self._heartbeats_seen) or not drained:  # 0: a new reader
+            return
+        self._heartbeats_seen = heartbeats
+        self.f.source_lag.labels(self.pipeline).set(0.0)
+        for table in self._tables:
+            self.f.table_lag.labels(self.pipeline, table).set(0.0)
 
     def sink_acked(self, sink: str, required: bool, events: int, size: int, latency_s: float,
                    first_ts_ms: int) -> None:
@@ -157,9 +217,12 @@ class PipelineMetrics:
         family = self.f.txn_commits if committed else self.f.txn_aborts
         family.labels(self.pipeline, sink).inc()
 
-    def checkpointed(self, count: int) -> None:
+    def checkpointed(self, count: int, sink: str | None = None) -> None:
+        now = time.time()
         self.f.checkpoints.labels(self.pipeline).inc(count)
-        self.f.last_checkpoint_ts.labels(self.pipeline).set(time.time())
+        self.f.last_checkpoint_ts.labels(self.pipeline).set(now)
+        if sink is not None:
+            self.f.sink_last_checkpoint_ts.labels(self.pipeline, sink).set(now)
 
     def source_error(self, kind: str) -> None:
         self.f.source_errors.labels(self.pipeline, kind).inc()
@@ -167,3 +230,27 @@ class PipelineMetrics:
     def reconnected(self, count: int) -> None:
         if count:
             self.f.source_reconnects.labels(self.pipeline).inc(count)
+
+    # ---- dead-letter queue (called by the DLQ writer, once per batch it writes) ----------
+
+    def dlq_written(self, sink: str, kind: str, entries: int, max_entries: int,
+                    count: int = 1) -> None:
+        """``count`` events of ``kind`` set aside for ``sink``; the queue now holds ``entries``."""
+        self.f.dlq_events.labels(self.pipeline, sink, kind).inc(count)
+        self.dlq_size(entries, max_entries)
+
+    def dlq_size(self, entries: int, max_entries: int) -> None:
+        """The queue's length after a write, purge, ack or at start."""
+        self.f.dlq_entries.labels(self.pipeline).set(entries)
+        ratio = entries / max_entries if max_entries > 0 else 0.0
+        self.f.dlq_saturation.labels(self.pipeline).set(ratio)
+
+    def dlq_evicted(self, count: int) -> None:
+        """``count`` oldest entries dropped to make room (overflow policy drop_oldest)."""
+        if count:
+            self.f.dlq_evicted.labels(self.pipeline).inc(count)
+
+    def dlq_rejected(self, count: int = 1) -> None:
+        """Writes refused because the queue is full (overflow policy reject)."""
+        if count:
+            self.f.dlq_rejected.labels(self.pipeline).inc(count)

@@ -12,7 +12,6 @@ import logging
 import os
 import threading
 import time
-from collections import Counter as Tally
 from collections import deque
 from dataclasses import dataclass, field
 
@@ -249,13 +248,15 @@ class PipelineRunner:
                     break
                 self._send(batch)
         self._collect(now, poll_s=0.0)
+        if self.reader is not None:
+            drained = self.queue.empty() and not self.batcher.pending_events()
+            self.metrics.source_idle(self.reader.heartbeats, drained)
 
     def _pull_source(self, now: float, budget: int) -> None:
         self.batcher.add(take_events(self.queue, budget), now)
 
     def _send(self, batch: Batch) -> None:
-        tally: Tally[tuple[str, str]] = Tally((f"{e.db}.{e.table}", e.op) for e in batch.events)
-        self.metrics.batch_read(tally, batch.size_bytes, batch.events[-1].ts_ms)
+        self.metrics.batch_read(batch.events, batch.size_bytes)
         entry = InFlight(batch, set())
         self.inflight.append(entry)
         for sink_id, state in self.sinks.items():
@@ -358,7 +359,7 @@ class PipelineRunner:
     def _write_checkpoint(self, sink_id: str, position: BinlogPosition, events: int) -> None:
         record = CheckpointRecord(self.name, sink_id, position, time.time(), events)
         self.writer.put("checkpoints", CheckpointStore.key(self.name, sink_id), record)
-        self.metrics.checkpointed(1)
+        self.metrics.checkpointed(1, sink_id)
 
     # ---- status ------------------------------------------------------------------------
 

@@ -10,6 +10,7 @@ from typing import Any
 
 import pymysql
 from pymysqlreplication import BinLogStreamReader
+from pymysqlreplication.event import HeartbeatLogEvent
 
 from state.records import BinlogPosition
 from state.spec import MysqlConfigSpec
@@ -25,9 +26,9 @@ from workers.source.connection import (
 )
 from workers.source.dsn import MysqlDsn, parse_dsn
 from workers.source.errors import SourceConfigError, SourceError, SourceUnreachableError
-from workers.source.items import SourceFailure, SourceItem
+from workers.source.items import SourceFailure, SourceItem, TableSeen
 from workers.source.stream import STREAM_EVENTS, EventRouter
-from workers.source.tablemap import TableShapes
+from workers.source.tablemap import TableShape, TableShapes
 from workers.source.tables import TableFilter
 
 __all__ = ["BinlogReader", "SourceFailure", "SourceItem", "current_binlog_end"]
@@ -92,7 +93,7 @@ class BinlogReader:
         self._dsn = parse_dsn(config.dsn)
         self._out = out
         self._tables = TableFilter(config.tables)
-        self._shapes = TableShapes(self._json_columns)
+        self._shapes = TableShapes(self._json_columns, self._on_new_table)
         self._router = EventRouter(start, self._tables, self._shapes, self._put)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"binlog-{pipeline}", daemon=True)
@@ -100,6 +101,9 @@ class BinlogReader:
         self._stream_conn: Any = None
         self._stream_connects = 0
         self._backoff = Backoff(initial_s=0.5, max_s=30.0)
+        # The server sends a heartbeat only when it has had nothing to send for heartbeat_s:
+        # every event before it is on the queue, so the reader is at the end of the binlog.
+        self.heartbeats = 0
 
     @property
     def reconnects(self) -> int:
@@ -182,6 +186,8 @@ class BinlogReader:
         for event in stream:
             if stop.is_set():
                 raise _Stopped
+            if type(event) is HeartbeatLogEvent:
+                self.heartbeats += 1
             handle(event)
         raise SourceUnreachableError(f"{self._dsn.address} ended the binlog stream")
 
@@ -213,6 +219,9 @@ class BinlogReader:
 
     def _json_columns(self, schema: str, table: str) -> frozenset[str]:
         return json_columns(self._ctl, schema, table)
+
+    def _on_new_table(self, shape: TableShape) -> None:
+        self._put_item(TableSeen(shape.schema_record()))
 
     def _put(self, events: list[ChangeEvent]) -> None:
         self._put_item(events)
