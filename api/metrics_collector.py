@@ -16,7 +16,7 @@ from prometheus_client import multiprocess
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector, CollectorRegistry
 
-from state.stores import SpecStore
+from state.stores import SpecStore, StatusStore
 
 INFO_NAME = "deltaforge_pipeline_info"
 LABELS_NAME = "deltaforge_pipeline_labels"
@@ -31,14 +31,17 @@ def label_name(key: str) -> str:
 class FleetCollector(Collector):
     """Merged process files, filtered to pipelines that exist, plus info and labels."""
 
-    def __init__(self, specs: SpecStore) -> None:
+    def __init__(self, specs: SpecStore, statuses: StatusStore) -> None:
         self.specs = specs
+        self.statuses = statuses
         self.files = CollectorRegistry()
         multiprocess.MultiProcessCollector(self.files)
 
     def collect(self) -> Iterator[Metric]:
         records = dict(self.specs.items())
-        yield pipeline_info(records)
+        workers = {name: f"worker-{status.worker}" for name, status in self.statuses.items()
+                   if status.worker is not None}
+        yield pipeline_info(records, workers)
         yield pipeline_labels(records)
         for family in self.files.collect():
             yield only_existing(family, records)
@@ -53,11 +56,13 @@ def only_existing(family: Metric, names: Container[str]) -> Metric:
     return family
 
 
-def pipeline_info(records: dict[str, Any]) -> Metric:
-    metric = Metric(INFO_NAME, "Always 1; join on it for the tenant", "gauge")
+def pipeline_info(records: dict[str, Any], workers: dict[str, str]) -> Metric:
+    """1 per pipeline with its tenant and the worker that last ran it (for per-worker joins)."""
+    metric = Metric(INFO_NAME, "Always 1; join on it for the tenant and worker", "gauge")
     for name, record in records.items():
         tenant = str(record.spec.get("metadata", {}).get("tenant", "default"))
-        metric.add_sample(INFO_NAME, {"pipeline": name, "tenant": tenant}, 1.0)
+        labels = {"pipeline": name, "tenant": tenant, "worker": workers.get(name, "")}
+        metric.add_sample(INFO_NAME, labels, 1.0)
     return metric
 
 

@@ -12,6 +12,6 @@ from api.metrics_collector import FleetCollector
 
 async def metrics(request: Request) -> Response:
     registry = CollectorRegistry()
-    registry.register(FleetCollector(request.app.state.specs))
+    registry.register(FleetCollector(request.app.state.specs, request.app.state.statuses))
     body = await run_in_threadpool(generate_latest, registry)
     return Response(body, media_type=CONTENT_TYPE_LATEST)
