@@ -32,7 +32,7 @@ def supervisor_names() -> set[str]:
 
     source = (REPO / "supervisor" / "metrics.py").read_text()
     assert supervisor_metrics.SupervisorMetrics  # the module imports cleanly
-    return set(re.findall(r'"(deltaforge_[a-z_]+)"', source))
+    return set(re.findall(r'"(deltaforge_[a-z0-9_]+)"', source))
 
 
 def registered_names() -> set[str]:
@@ -41,7 +41,7 @@ def registered_names() -> set[str]:
 
 
 def test_every_registered_metric_is_documented() -> None:
-    documented = set(re.findall(r"`(deltaforge_[a-z_]+)`", DOC.read_text()))
+    documented = set(re.findall(r"`(deltaforge_[a-z0-9_]+)`", DOC.read_text()))
     missing = registered_names() - documented
     assert not missing, f"not in docs/observability.md: {sorted(missing)}"
     assert len(registered_names()) >= 35
