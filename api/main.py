@@ -19,6 +19,7 @@ from api.errors import ApiError, handle_api_error, handle_http_error, handle_une
 from api.openapi import build_openapi
 from api.request_metrics import RequestMetrics
 from api.routes_health import health, ready
+from api.routes_journal import ack_dlq, count_dlq, peek_dlq, purge_dlq
 from api.routes_lifecycle import (
     bulk_action,
     create_pipeline,
@@ -28,9 +29,10 @@ from api.routes_lifecycle import (
 )
 from api.routes_metrics import metrics
 from api.routes_pipelines import get_checkpoints, get_pipeline, list_pipelines
+from api.routes_schemas import get_schema, list_schemas
 from api.routes_system import get_log_level, openapi, put_log_level, validate
 from state.env import StateEnv, open_state
-from state.stores import CheckpointStore, SpecStore, StatusStore
+from state.stores import CheckpointStore, DlqStore, SchemaStore, SpecStore, StatusStore
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +55,12 @@ def routes() -> list[Route]:
         Route("/pipelines/{name}", patch_pipeline, methods=["PATCH"]),
         Route("/pipelines/{name}", delete_pipeline, methods=["DELETE"]),
         Route("/pipelines/{name}/checkpoints", get_checkpoints, methods=["GET"]),
+        Route("/pipelines/{name}/journal/dlq", peek_dlq, methods=["GET"]),
+        Route("/pipelines/{name}/journal/dlq", purge_dlq, methods=["DELETE"]),
+        Route("/pipelines/{name}/journal/dlq/count", count_dlq, methods=["GET"]),
+        Route("/pipelines/{name}/journal/dlq/ack", ack_dlq, methods=["POST"]),
+        Route("/pipelines/{name}/schemas", list_schemas, methods=["GET"]),
+        Route("/pipelines/{name}/schemas/{db}/{table}", get_schema, methods=["GET"]),
         Route("/pipelines/{name}/{action}", pipeline_action, methods=["POST"]),
     ]
 
@@ -66,6 +74,8 @@ def build_app(state: StateEnv, conn: Connection | None = None) -> Starlette:
     app.state.specs = SpecStore(state)
     app.state.statuses = StatusStore(state)
     app.state.checkpoints = CheckpointStore(state)
+    app.state.dlq = DlqStore(state)
+    app.state.schemas = SchemaStore(state)
     app.state.link = SupervisorLink(conn)
     app.state.openapi = build_openapi(list(table))
     return app

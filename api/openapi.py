@@ -25,6 +25,23 @@ CONNECT = {"name": "connect", "in": "query", "required": False,
 # (summary, request body schema or None, {status: response schema or None}, query parameters)
 Operation = tuple[str, dict[str, Any] | None, dict[int, dict[str, Any] | None], list[Any]]
 E404 = {404: ERROR}
+DLQ_ERRORS = {404: ERROR, 409: ERROR}
+DLQ_ENTRY = {"type": "object", "required": ["seq", "timestamp", "pipeline", "event_id",
+                                            "source_cursor", "event", "meta"]}
+DLQ_QUERY = [
+    {"name": "limit", "in": "query", "required": False,
+     "schema": {"type": "integer", "minimum": 1}, "description": "default 50, at most 1000"},
+    {"name": "sink_id", "in": "query", "required": False, "schema": {"type": "string"}},
+    {"name": "error_kind", "in": "query", "required": False, "schema": {"type": "string"},
+     "description": "e.g. 'routing error', 'serialization error'"},
+]
+
+
+def _counted(field: str) -> dict[str, Any]:
+    return {"type": "object", "required": [field],
+            "properties": {field: {"type": "integer", "minimum": 0}}}
+
+
 WRITE_ERRORS = {400: ERROR, 404: ERROR, 415: ERROR, 503: ERROR}
 OPERATIONS: dict[tuple[str, str], Operation] = {
     ("/health", "GET"): ("Healthy unless a pipeline failed", None, {200: ANY_OBJECT,
@@ -54,6 +71,22 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
                                              {200: PIPE_INFO, 404: ERROR, 503: ERROR}, []),
     ("/pipelines/{name}/checkpoints", "GET"): ("Per-sink checkpoints", None,
                                                {200: {"type": "array"}, **E404}, []),
+    ("/pipelines/{name}/journal/dlq", "GET"): (
+        "Peek dead-lettered events, oldest first (filters apply before the limit)", None,
+        {200: {"type": "array", "items": DLQ_ENTRY}, **DLQ_ERRORS}, DLQ_QUERY),
+    ("/pipelines/{name}/journal/dlq", "DELETE"): ("Purge the dead-letter queue", None,
+                                                  {200: _counted("purged"), **DLQ_ERRORS}, []),
+    ("/pipelines/{name}/journal/dlq/count", "GET"): ("Entries in the dead-letter queue", None,
+                                                     {200: _counted("count"), **DLQ_ERRORS}, []),
+    ("/pipelines/{name}/journal/dlq/ack", "POST"): (
+        "Delete entries up to a seq (inclusive)",
+        {"type": "object", "required": ["up_to_seq"], "properties": {
+            "up_to_seq": {"type": "integer", "minimum": 0, "maximum": 2**64 - 1}}},
+        {200: _counted("acked"), 400: ERROR, 415: ERROR, **DLQ_ERRORS}, []),
+    ("/pipelines/{name}/schemas", "GET"): ("Table schemas the pipeline has seen", None,
+                                           {200: {"type": "array"}, **E404}, []),
+    ("/pipelines/{name}/schemas/{db}/{table}", "GET"): ("One table schema", None,
+                                                        {200: ANY_OBJECT, **E404}, []),
 }
 for _action in ("pause", "resume", "stop"):
     OPERATIONS[(f"/pipelines/{_action}", "POST")] = (

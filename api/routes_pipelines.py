@@ -47,7 +47,8 @@ async def get_pipeline(request: Request) -> JSONResponse:
     status = request.app.state.statuses.get(name)
     checkpoints: CheckpointStore = request.app.state.checkpoints
     info = pipe_info(record, status)
-    info["ops"] = ops(status, checkpoints.for_pipeline(name))
+    dlq_entries = request.app.state.dlq.count(name)
+    info["ops"] = ops(status, checkpoints.for_pipeline(name), dlq_entries)
     return JSONResponse(info)
 
 

@@ -43,14 +43,15 @@ def pipe_info(record: PipelineRecord, status: StatusRecord | None) -> dict[str, 
             "spec": REDACTED.get(record)}
 
 
-def ops(status: StatusRecord | None, checkpoints: dict[str, CheckpointRecord]) -> dict[str, Any]:
+def ops(status: StatusRecord | None, checkpoints: dict[str, CheckpointRecord],
+        dlq_entries: int = 0) -> dict[str, Any]:
     now = time.time()
     last_ts = status.last_event_ts_ms if status else None
     return {
         "uptime_seconds": round(now - status.started_at, 3) if status and status.started_at
         and status.status == "running" else 0.0,
         "lag_seconds": None if last_ts is None else round(max(0.0, now - last_ts / 1000), 3),
-        "dlq_entries": 0,
+        "dlq_entries": dlq_entries,
         "sink_errors": sink_errors(status),
         "checkpoints": [checkpoint_info(cp, now) for cp in checkpoints.values()],
         "generation": status.generation if status else None,

@@ -105,6 +105,41 @@ class TableSchemaRecord(msgspec.Struct, frozen=True):
     seen_at: float = 0.0
 
 
+class SourceCursor(msgspec.Struct, frozen=True):
+    """Where a dead-lettered event came from (DeltaForge's ``source_cursor``)."""
+
+    file: str
+    pos: int
+    gtid_set: str | None = None
+
+
+class DlqMeta(msgspec.Struct, frozen=True):
+    sink_id: str
+    error_kind: str
+    error_message: str
+    attempts: int = 1
+
+
+class DlqEntryRecord(msgspec.Struct, frozen=True):
+    """One dead-lettered event (DeltaForge's JournalEntry); ``seq`` orders a pipeline's queue."""
+
+    seq: int
+    timestamp: int
+    pipeline: str
+    event_id: str
+    source_cursor: SourceCursor
+    event: dict[str, Any]
+    meta: DlqMeta
+    payload_truncated: bool = False
+    stream: str = "dlq"
+
+
+class DlqSeqRecord(msgspec.Struct, frozen=True):
+    """The last DLQ sequence number a pipeline used, so numbers never repeat after a purge."""
+
+    last_seq: int
+
+
 T = TypeVar("T")
 _ENCODER = msgspec.msgpack.Encoder()
 

@@ -120,12 +120,27 @@ class CommitPolicySpec(_UserSpec, frozen=True):
     quorum: PositiveInt | None = None
 
 
+class DlqSpec(_UserSpec, frozen=True):
+    max_entries: PositiveInt = 10_000
+    max_age_secs: Annotated[int, msgspec.Meta(ge=0)] = 604_800  # 0: no age limit
+    overflow_policy: Literal["drop_oldest", "reject", "block"] = "drop_oldest"
+
+
+class JournalSpec(_UserSpec, frozen=True):
+    """The dead-letter queue: events a sink rejects (routing, serialization, too large)."""
+
+    enabled: bool = False
+    max_event_bytes: PositiveInt = 262_144
+    dlq: DlqSpec = DlqSpec()
+
+
 class PipelineBody(_UserSpec, frozen=True):
     source: MysqlSourceSpec
     sinks: Annotated[list[KafkaSinkSpec], msgspec.Meta(min_length=1)]
     processors: list[dict[str, Any]] = []
     batch: BatchSpec = BatchSpec()
     commit_policy: CommitPolicySpec = CommitPolicySpec()
+    journal: JournalSpec = JournalSpec()
 
 
 class PipelineSpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True, rename="camel"):

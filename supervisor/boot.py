@@ -78,7 +78,7 @@ def remove_orphaned_state(state: StateEnv, txn: lmdb.Transaction) -> None:
     """Status, checkpoints and schemas of pipelines that have no spec (deleted while a worker
     was down, or removed from the files) would haunt a new pipeline of the same name."""
     names = {bytes(key).decode() for key, _ in txn.cursor(db=state.dbs["specs"])}
-    for db_name in ("status", "checkpoints", "schemas"):
+    for db_name in ("status", "checkpoints", "schemas", "dlq"):
         db = state.dbs[db_name]
         orphans = [bytes(key) for key, _ in txn.cursor(db=db)
                    if bytes(key).decode().split(SEP, 1)[0] not in names]

@@ -133,7 +133,7 @@ class Worker:
             log.info("pipeline unassigned pipeline=%s final=%s", name, final)
         if final == "deleted":
             self.writer.delete("status", name)
-            for db_name in ("checkpoints", "schemas"):
+            for db_name in ("checkpoints", "schemas", "dlq"):
                 self.writer.delete_prefix(db_name, name + SEP)
             self.writer.flush()
             log.info("pipeline state deleted pipeline=%s", name)

@@ -8,6 +8,7 @@ before it, and it is the position AFTER the batch's last event.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import threading
@@ -22,14 +23,16 @@ from state.records import (
     BinlogPosition,
     CheckpointRecord,
     StatusRecord,
+    TableSchemaRecord,
     min_position,
 )
 from state.spec import KafkaConfigSpec, PipelineSpec
-from state.stores import CheckpointStore
+from state.stores import CheckpointStore, DlqStore, SchemaStore
 from state.writer import GroupCommitWriter
 from workers.backoff import Backoff
 from workers.batching import Batch, Batcher
 from workers.catchup import SinkCatchup
+from workers.dlq import DeadLetterQueue, DlqFullError
 from workers.events import ChangeEvent
 from workers.metrics import PipelineMetrics
 from workers.sinks.batches import BatchOutcome
@@ -70,6 +73,27 @@ class InFlight:
     batch: Batch
     pending_sinks: set[str]
     ok_sinks: set[str] = field(default_factory=set)
+    # (send id, sink id) of sends awaiting acks; a send id of None: not sent yet. A batch
+    # whose sink rejected an event is sent in parts (the rest after the event set aside).
+    parts: set[tuple[int | None, str]] = field(default_factory=set)
+
+
+@dataclass
+class SinkWork:
+    """Events of a batch still to send to one sink, after setting ``rejected`` aside."""
+
+    sink_id: str
+    events: list[ChangeEvent]
+    part_id: int
+    rejected: SinkEventError | None = None
+
+
+@dataclass
+class Unsent:
+    """The batch being sent; it waits here while a full ``block`` DLQ makes no room."""
+
+    entry: InFlight
+    work: list[SinkWork]
 
 
 class PipelineRunner:
@@ -95,6 +119,12 @@ class PipelineRunner:
         self._reset_data_path()
         self._status_written_at = 0.0
         self._status_dirty = False
+        journal = spec.spec.journal
+        self.dlq = DeadLetterQueue(self.name, journal, DlqStore(checkpoints.state), writer) \
+            if journal.enabled else None
+        self.schemas = SchemaStore(checkpoints.state)
+        self.known_tables: dict[str, TableSchemaRecord] = {}
+        self._part_ids = itertools.count(-1, -1)  # ids of extra sends, apart from batch ids
 
     # ---- lifecycle -------------------------------------------------------------------
 
@@ -105,6 +135,7 @@ class PipelineRunner:
         exactly_once = any(sink.config.exactly_once for sink in self.spec.spec.sinks)
         self.batcher = Batcher(self.spec.spec.batch, split_large_transactions=not exactly_once)
         self.inflight: deque[InFlight] = deque()
+        self.unsent: Unsent | None = None
         self.sent_position: BinlogPosition | None = None
         self.next_retry_at: float | None = None
 
@@ -168,6 +199,7 @@ class PipelineRunner:
         self.reader = BinlogReader(self.name, self.spec.spec.source.config, start, self.queue)
         self.reader.start()
         self.state = "running"
+        self.dlq_blocked = False
         self._set_status(now, status="running", started_at=time.time(), next_retry_at=None)
         log.info("pipeline running pipeline=%s worker=%d start=%s", self.name, self.slot, start)
 
@@ -191,9 +223,10 @@ class PipelineRunner:
             if self.reader is not None:
                 self.reader.stop()
             self._pull_source(time.monotonic(), budget=1_000_000)
-            while (batch := self.batcher.take(time.monotonic(), force=True)) is not None:
+            while self.unsent is None and (
+                    batch := self.batcher.take(time.monotonic(), force=True)) is not None:
                 self._send(batch)
-            while self.inflight and time.monotonic() < deadline:
+            while self.inflight and self._awaiting_acks() and time.monotonic() < deadline:
                 self._collect(time.monotonic(), poll_s=0.05)
         self._close_data_path(flush_timeout_s=max(0.0, deadline - time.monotonic()))
         self.state = final_status
@@ -240,9 +273,13 @@ class PipelineRunner:
             self._set_status(now)
 
     def _run_once(self, now: float) -> None:
-        if len(self.inflight) < self.spec.spec.batch.max_inflight:
+        if self.dlq is not None:
+            self.dlq.expire_old(now)
+        if self.unsent is not None:
+            self._resume_unsent(now)
+        if self.unsent is None and len(self.inflight) < self.spec.spec.batch.max_inflight:
             self._pull_source(now, budget=self.spec.spec.batch.max_events)
-            while len(self.inflight) < self.spec.spec.batch.max_inflight:
+            while self.unsent is None and len(self.inflight) < self.spec.spec.batch.max_inflight:
                 batch = self.batcher.take(now)
                 if batch is None:
                     break
@@ -253,12 +290,13 @@ class PipelineRunner:
             self.metrics.source_idle(self.reader.heartbeats, drained)
 
     def _pull_source(self, now: float, budget: int) -> None:
-        self.batcher.add(take_events(self.queue, budget), now)
+        self.batcher.add(take_events(self.queue, budget, self._record_table), now)
 
     def _send(self, batch: Batch) -> None:
         self.metrics.batch_read(batch.events, batch.size_bytes)
         entry = InFlight(batch, set())
         self.inflight.append(entry)
+        work: list[SinkWork] = []
         for sink_id, state in self.sinks.items():
             events = [] if state.detached else _after(batch.events, state.position)
             if not events:
@@ -266,17 +304,92 @@ class PipelineRunner:
                     entry.ok_sinks.add(sink_id)
                 continue
             entry.pending_sinks.add(sink_id)
-            try:
-                state.sink.send_batch(batch.batch_id, events, batch.end_position)
-            except SinkEventError as exc:
-                raise PipelineFailure(
-                    f"sink {sink_id} rejected event {exc.event.event_id} "
-                    f"({exc.kind}): {exc.message}; enable the dead-letter queue to set it aside"
-                ) from exc
+            entry.parts.add((None, sink_id))
+            work.append(SinkWork(sink_id, events, batch.batch_id))
+        self.unsent = Unsent(entry, work)
+        self._send_unsent()
         self.sent_position = batch.end_position
         last = batch.events[-1]
         self._set_status(time.monotonic(), write=False, last_event_ts_ms=last.ts_ms,
                          events_total=self.status.events_total + len(batch.events))
+
+    def _send_unsent(self) -> None:
+        """Send what is left of the current batch, setting rejected events aside first."""
+        unsent = self.unsent
+        assert unsent is not None
+        while unsent.work:
+            work = unsent.work[0]
+            if work.rejected is not None and not self._dead_letter(work.sink_id, work.rejected):
+                return  # DLQ full under ``block``: wait for an ack or purge
+            unsent.work.pop(0)
+            self._send_part(unsent, work)
+        self.unsent = None
+        if self.dlq_blocked:
+            self.dlq_blocked = False
+            self._set_status(time.monotonic(), last_error=None)
+            log.info("dlq has room again, pipeline continues pipeline=%s", self.name)
+
+    def _send_part(self, unsent: Unsent, work: SinkWork) -> None:
+        entry, sink_id, state = unsent.entry, work.sink_id, self.sinks[work.sink_id]
+        entry.parts.discard((None, sink_id))
+        if state.detached:
+            return  # failed while the batch waited; it catches up on its own
+        entry.parts.add((work.part_id, sink_id))
+        try:
+            state.sink.send_batch(work.part_id, work.events, entry.batch.end_position)
+        except SinkEventError as exc:
+            if self.dlq is None:
+                raise PipelineFailure(
+                    f"sink {sink_id} rejected event {exc.event.event_id} "
+                    f"({exc.kind}): {exc.message}; enable the dead-letter queue to set it aside"
+                ) from exc
+            rest = work.events[exc.index + 1:]
+            if state.sink.transactional:  # the transaction was aborted: re-send all but it
+                entry.parts.discard((work.part_id, sink_id))
+                rest = work.events[:exc.index] + rest
+            entry.parts.add((None, sink_id))
+            unsent.work.insert(0, SinkWork(sink_id, rest, next(self._part_ids), exc))
+
+    def _dead_letter(self, sink_id: str, error: SinkEventError) -> bool:
+        """Set a rejected event aside; False when a full ``block`` DLQ makes the batch wait."""
+        assert self.dlq is not None
+        try:
+            self.dlq.add(sink_id, error)
+        except DlqFullError as exc:
+            if self.dlq.policy != "block":
+                raise PipelineFailure(
+                    f"sink {sink_id} rejected event {error.event.event_id} ({error.kind}): "
+                    f"{error.message}; {exc}: the event was not set aside, so the pipeline "
+                    "stops here; ack or purge DLQ entries") from exc
+            if not self.dlq_blocked:
+                self.dlq_blocked = True
+                log.warning("dlq full, pipeline waits for ack pipeline=%s", self.name)
+                self._set_status(time.monotonic(), last_error=f"dlq full, waiting for ack: {exc}")
+            return False
+        return True
+
+    def _resume_unsent(self, now: float) -> None:
+        if self.dlq is None or self.dlq.has_room(now):
+            self._send_unsent()
+
+    def _awaiting_acks(self) -> bool:
+        """Sends await acks (a batch waiting for DLQ room awaits none until it continues)."""
+        return self.unsent is None or any(
+            part_id is not None for entry in self.inflight for part_id, _ in entry.parts)
+
+    def _record_table(self, record: TableSchemaRecord) -> None:
+        """Store a table version the first time this pipeline meets it (version + 1)."""
+        key = SchemaStore.key(self.name, record.database, record.table)
+        known = self.known_tables.get(key) or self.schemas.get(key)
+        if known is not None and known.fingerprint == record.fingerprint:
+            self.known_tables[key] = known
+            return
+        version = 1 if known is None else known.version + 1
+        record = msgspec.structs.replace(record, version=version)
+        self.writer.put("schemas", key, record)
+        self.known_tables[key] = record
+        log.info("table schema recorded pipeline=%s table=%s.%s version=%d fingerprint=%s",
+                 self.name, record.database, record.table, version, record.fingerprint)
 
     def _collect(self, now: float, poll_s: float) -> None:
         for sink_id, state in self.sinks.items():
@@ -291,7 +404,11 @@ class PipelineRunner:
             self._settle(self.inflight.popleft())
 
     def _record_outcome(self, sink_id: str, state: SinkState, outcome: BatchOutcome) -> None:
-        entry = next(f for f in self.inflight if f.batch.batch_id == outcome.batch_id)
+        entry = self._take_part(sink_id, outcome.batch_id)
+        if entry is None:
+            return  # an aborted transaction, re-sent without the event it rejected
+        if outcome.error is None and any(sid == sink_id for _, sid in entry.parts):
+            return  # more parts of this batch are on their way to this sink
         entry.pending_sinks.discard(sink_id)
         required = state.sink.required
         if state.sink.transactional:
@@ -313,6 +430,13 @@ class PipelineRunner:
         log.warning("sink failed pipeline=%s sink=%s required=%s error=%s",
                     self.name, sink_id, required, outcome.error)
         self._detach(sink_id, state)
+
+    def _take_part(self, sink_id: str, part_id: int) -> InFlight | None:
+        for entry in self.inflight:
+            if (part_id, sink_id) in entry.parts:
+                entry.parts.discard((part_id, sink_id))
+                return entry
+        return None
 
     def _detach(self, sink_id: str, state: SinkState) -> None:
         """Stop sending to a failed sink; unless the policy then fails the pipeline, it catches
@@ -365,6 +489,8 @@ class PipelineRunner:
 
     def next_wakeup_s(self, now: float) -> float:
         """How long the loop may sleep for this pipeline's sake."""
+        if self.unsent is not None and not self._awaiting_acks():
+            return 0.25  # waiting for DLQ room: re-checked a few times a second
         if self.inflight:
             return 0.005
         if any(state.catchup is not None for state in self.sinks.values()):

@@ -76,8 +76,9 @@ class TransactionalKafkaSink(KafkaSink):
             self._producer.poll(0)  # serve the delivery reports the commit's flush produced
         except KafkaException as exc:
             self._abort(tracker, exc)
-        except BaseException:
+        except BaseException as exc:  # e.g. SinkEventError: the runner re-sends without it
             self._abort_quietly()
+            tracker.abandon(f"transaction aborted: {exc}")
             raise
         finally:
             tracker.seal()

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import queue
+from collections.abc import Callable
 from dataclasses import dataclass
 
+from state.records import TableSchemaRecord
 from workers.events import ChangeEvent
 from workers.source.errors import SourceError
 
@@ -16,12 +18,20 @@ class SourceFailure:
     error: SourceError
 
 
-SourceItem = list[ChangeEvent] | SourceFailure
+@dataclass(frozen=True)
+class TableSeen:
+    """The reader met a table version (table map fingerprint) it had not seen before."""
+
+    schema: TableSchemaRecord
 
 
-def take_events(items: queue.Queue[SourceItem], budget: int) -> list[ChangeEvent]:
+SourceItem = list[ChangeEvent] | SourceFailure | TableSeen
+
+
+def take_events(items: queue.Queue[SourceItem], budget: int,
+                on_table: Callable[[TableSchemaRecord], None] | None = None) -> list[ChangeEvent]:
     """Up to about ``budget`` events already queued (whole rows events); a queued failure is
-    raised."""
+    raised; table versions go to ``on_table``."""
     events: list[ChangeEvent] = []
     while len(events) < budget:
         try:
@@ -30,5 +40,9 @@ def take_events(items: queue.Queue[SourceItem], budget: int) -> list[ChangeEvent
             break
         if isinstance(item, SourceFailure):
             raise item.error
+        if isinstance(item, TableSeen):
+            if on_table is not None:
+                on_table(item.schema)
+            continue
         events.extend(item)
     return events

@@ -76,7 +76,8 @@ class _Stopped(Exception):
 class BinlogReader:
     """Streams one server's binlog from ``start`` into ``out`` on a daemon thread.
 
-    Puts ``list[ChangeEvent]`` (one rows event, filtered by table) and, on a fatal error, one
+    Puts ``list[ChangeEvent]`` (one rows event, filtered by table), ``TableSeen`` for each new
+    table version, and, on a fatal error, one
     ``SourceFailure`` before the thread ends. Transient errors are retried forever with capped
     backoff, resuming from the position after the last event put on ``out``.
     """
