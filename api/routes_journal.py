@@ -68,7 +68,7 @@ def _enabled_pipeline(request: Request) -> str:
 def _limit(raw: str | None) -> int:
     if raw is None:
         return DEFAULT_LIMIT
-    if not raw.isdigit() or int(raw) < 1:
+    if not (raw.isascii() and raw.isdigit() and len(raw) <= 9) or int(raw) < 1:
         raise ApiError(400, "INVALID_QUERY", f"limit must be a positive integer, got {raw!r}")
     return min(int(raw), MAX_LIMIT)
 

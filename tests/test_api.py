@@ -259,6 +259,12 @@ def test_openapi_lists_every_route_and_method(service: Service) -> None:
                 ("/pipelines/stop", "post"), ("/pipelines/{name}", "get"),
                 ("/pipelines/{name}", "patch"), ("/pipelines/{name}", "delete"),
                 ("/pipelines/{name}/checkpoints", "get"),
+                ("/pipelines/{name}/journal/dlq", "get"),
+                ("/pipelines/{name}/journal/dlq", "delete"),
+                ("/pipelines/{name}/journal/dlq/count", "get"),
+                ("/pipelines/{name}/journal/dlq/ack", "post"),
+                ("/pipelines/{name}/schemas", "get"),
+                ("/pipelines/{name}/schemas/{db}/{table}", "get"),
                 ("/pipelines/{name}/{action}", "post")}
     assert operations == expected
     assert "PipelineSpec" in doc["components"]["schemas"]

@@ -25,6 +25,12 @@ def journaled(name: str, mariadb: Any, kafka: Any, db: str, table: str,
     return spec
 
 
+def exactly_once(spec: dict[str, Any], checkpoint_topic: str) -> dict[str, Any]:
+    spec["spec"]["sinks"][0]["config"].update(exactly_once=True,
+                                              checkpoint_topic=checkpoint_topic)
+    return spec
+
+
 def insert(mariadb: Any, db: str, table: str, rows: list[tuple[int, str | None, str]]) -> None:
     with mariadb.connect(db) as conn, conn.cursor() as cur:
         cur.executemany(f"INSERT INTO {table} VALUES (%s, %s, %s)", rows)
@@ -50,10 +56,10 @@ def setup(mariadb: Any, kafka: Any, tmp_path_factory: pytest.TempPathFactory) ->
     db = unique("dlq")
     with mariadb.connect() as conn, conn.cursor() as cur:
         cur.execute(f"CREATE DATABASE {db}")
-        for table in ("main", "evict", "stall", "off"):
+        for table in ("main", "evict", "stall", "eos", "refuse", "off"):
             cur.execute(f"CREATE TABLE {db}.{table} (id INT PRIMARY KEY, region VARCHAR(10), "
                         "body TEXT)")
-    for table in ("main", "evict", "stall"):
+    for table in ("main", "evict", "stall", "eos"):
         kafka.create_topic(f"{db}.{table}.eu")
     kafka.create_topic(f"{db}.off")
     off = pipeline_yaml("dlq-off", mariadb.cdc_dsn(), kafka.bootstrap, [f"{db}.off"],
@@ -64,11 +70,15 @@ def setup(mariadb: Any, kafka: Any, tmp_path_factory: pytest.TempPathFactory) ->
         journaled("dlq-drop", mariadb, kafka, db, "evict", max_entries=2),
         journaled("dlq-block", mariadb, kafka, db, "stall", max_entries=2,
                   overflow_policy="block"),
+        journaled("dlq-reject", mariadb, kafka, db, "refuse", max_entries=1,
+                  overflow_policy="reject"),
+        exactly_once(journaled("dlq-eos", mariadb, kafka, db, "eos"), f"{db}.checkpoints"),
         off)
     service = Service(config, tmp_path_factory.mktemp("dlq-data"))
     try:
         service.start()
-        for name in ("dlq-main", "dlq-drop", "dlq-block", "dlq-off"):
+        for name in ("dlq-main", "dlq-drop", "dlq-block", "dlq-eos", "dlq-reject",
+                     "dlq-off"):
             service.wait_running(name)
         yield service, db
     finally:
@@ -162,6 +172,33 @@ def test_block_stalls_until_purged_then_continues_without_loss(
     assert seen == [1, 2, 3]
     service.wait_until(lambda: service.pipeline("dlq-block")["ops"]["last_error"] is None, 10,
                        "the block cleared")
+
+
+def test_reject_fails_the_pipeline_loudly_and_keeps_the_checkpoint(
+        setup: Any, mariadb: Any) -> None:
+    service, db = setup
+    before = service.pipeline("dlq-reject")["ops"]["checkpoints"][0]["position"]
+    insert(mariadb, db, "refuse", [(1, None, ""), (2, None, "")])
+    service.wait_until(lambda: service.status("dlq-reject") == "failed", 30, "failed")
+    error = service.pipeline("dlq-reject")["ops"]["last_error"]
+    assert "dead-letter queue full" in error and "overflow_policy reject" in error
+    assert count(service, "dlq-reject") == 1
+    assert service.pipeline("dlq-reject")["ops"]["checkpoints"][0]["position"] == before
+
+
+def test_exactly_once_resends_the_batch_without_the_rejected_event(
+        setup: Any, mariadb: Any, kafka: Any) -> None:
+    service, db = setup
+    insert(mariadb, db, "eos", [(1, "eu", "a"), (2, None, "b"), (3, "eu", "x" * 5000),
+                                (4, "eu", "d")])
+    insert(mariadb, db, "eos", [(5, "eu", "e")])
+    records = read_topic(kafka.bootstrap, f"{db}.eos.eu", expect=3, timeout_s=30,
+                         isolation="read_committed")
+    assert ids(records) == [1, 4, 5]  # once each: the aborted transactions are invisible
+    service.wait_until(lambda: count(service, "dlq-eos") == 2, 20, "two dlq entries")
+    kinds = [e["meta"]["error_kind"] for e in dlq(service, "dlq-eos")]
+    assert kinds == ["routing error", "serialization error"]
+    assert service.status("dlq-eos") == "running"
 
 
 def test_dlq_routes_answer_structured_errors(setup: Any) -> None:
