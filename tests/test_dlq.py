@@ -5,13 +5,22 @@ overflow policies drop_oldest and block behave as documented (nothing vanishes s
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from state.env import open_state
+from state.records import BinlogPosition
+from state.spec import DlqSpec, JournalSpec
+from state.stores import DlqStore
+from state.writer import GroupCommitWriter
 from tests.support.kafka_read import read_topic
 from tests.support.pipelines import pipeline_yaml, unique, write_config
 from tests.support.service import Service
+from workers.dlq import DeadLetterQueue, DlqFullError
+from workers.events import ChangeEvent
+from workers.sinks.errors import SinkEventError
 
 pytestmark = pytest.mark.services
 
@@ -214,3 +223,50 @@ def test_dlq_routes_answer_structured_errors(setup: Any) -> None:
     paths = service.get("/openapi.json").json()["paths"]
     assert set(paths["/pipelines/{name}/journal/dlq"]) == {"get", "delete"}
     assert "post" in paths["/pipelines/{name}/journal/dlq/ack"]
+
+
+def rejected(row_id: int) -> SinkEventError:
+    position = BinlogPosition("mysql-bin.000001", 100 + row_id)
+    event = ChangeEvent(f"1:mysql-bin.000001:{row_id}:0", "c", "db", "t", None,
+                        {"id": row_id, "body": "x" * 100}, ("id",), 0, 1, "mysql-bin.000001",
+                        row_id, None, None, position, True, 100)
+    return SinkEventError(event, "routing error", "no topic", 0)
+
+
+def test_queue_evicts_expires_and_never_reuses_a_seq(tmp_path: Path) -> None:
+    state = open_state(tmp_path)
+    writer = GroupCommitWriter(state)
+    store = DlqStore(state)
+    try:
+        spec = JournalSpec(enabled=True, max_event_bytes=120, dlq=DlqSpec(max_entries=3))
+        queue = DeadLetterQueue("p", spec, store, writer)
+        for row_id in range(5):
+            queue.add("kafka", rejected(row_id))
+        writer.flush()
+        entries = store.peek("p", 10)
+        assert [e.seq for e in entries] == [3, 4, 5] and queue.evicted == 2
+        assert all(e.payload_truncated for e in entries)
+        assert store.purge("p") == 3
+        queue = DeadLetterQueue("p", spec, store, writer)  # a restarted pipeline
+        queue.add("kafka", rejected(9))
+        writer.flush()
+        assert [e.seq for e in store.peek("p", 10)] == [6]
+
+        blocking = DeadLetterQueue("p", JournalSpec(enabled=True, dlq=DlqSpec(
+            max_entries=1, overflow_policy="block")), store, writer)
+        with pytest.raises(DlqFullError):
+            blocking.add("kafka", rejected(10))
+        assert store.ack("p", 6) == 1 and blocking.has_room(time.monotonic() + 1)
+
+        aged = DeadLetterQueue("p", JournalSpec(enabled=True, dlq=DlqSpec(max_age_secs=1)),
+                               store, writer)
+        aged.add("kafka", rejected(11))
+        writer.flush()
+        time.sleep(2.1)
+        aged.add("kafka", rejected(12))
+        aged.expire_old(time.monotonic() + 120)
+        writer.flush()
+        assert [e.event["after"]["id"] for e in store.peek("p", 10)] == [12]
+    finally:
+        writer.close()
+        state.close()
