@@ -11,7 +11,9 @@ from api.metrics_collector import FleetCollector
 
 
 async def metrics(request: Request) -> Response:
-    registry = CollectorRegistry()
-    registry.register(FleetCollector(request.app.state.specs, request.app.state.statuses))
-    body = await run_in_threadpool(generate_latest, registry)
+    state = request.app.state
+    if getattr(state, "metrics_registry", None) is None:
+        state.metrics_registry = CollectorRegistry()
+        state.metrics_registry.register(FleetCollector(state.specs, state.statuses))
+    body = await run_in_threadpool(generate_latest, state.metrics_registry)
     return Response(body, media_type=CONTENT_TYPE_LATEST)

@@ -144,8 +144,8 @@ def fleet_overview(b: Board) -> None:
            thresholds=(5, 30))
     b.stat("DLQ total", f"sum({j('deltaforge_dlq_entries')}) or vector(0)",
            thresholds=(10, 100))
-    b.stat("Errors/s", f"sum({per_pipeline_rate('deltaforge_sink_errors_total')}) + "
-           f"sum({per_pipeline_rate('deltaforge_source_errors_total')}) or vector(0)",
+    b.stat("Errors/s", f"(sum({per_pipeline_rate('deltaforge_sink_errors_total')}) or vector(0))"
+           f" + (sum({per_pipeline_rate('deltaforge_source_errors_total')}) or vector(0))",
            thresholds=(0.01, 1))
     b.stat("Txn aborts/s", f"sum({per_pipeline_rate('deltaforge_sink_txn_aborts_total')})"
            " or vector(0)", thresholds=(0.01, 1))
@@ -157,8 +157,10 @@ def top_pipelines(b: Board) -> None:
     b.top("Busiest (events/s)", per_pipeline_rate("deltaforge_sink_events_total", ", " + SINK),
           "{{pipeline}}", unit="ops")
     b.top("Biggest DLQ backlog", j("deltaforge_dlq_entries"), "{{pipeline}}")
-    b.top("Most errors (range)", j("sum by (instance, pipeline) (increase("
+    b.top("Most sink errors (range)", j("sum by (instance, pipeline) (increase("
           f"deltaforge_sink_errors_total{{{INSTANCE}}}[$__range]))"), "{{pipeline}}")
+    b.top("Most source errors (range)", j("sum by (instance, pipeline) (increase("
+          f"deltaforge_source_errors_total{{{INSTANCE}}}[$__range]))"), "{{pipeline}}")
 
 
 def throughput(b: Board) -> None:
