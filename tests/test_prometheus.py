@@ -1,9 +1,9 @@
 """The dashboard and the alert rules against a real Prometheus scraping the real service.
 
-30+ pipelines (two exactly-once, one failing on an unreachable MySQL) share one MariaDB
-database and one Kafka; Prometheus scrapes every second; then every PromQL expression of
-``dashboards/deltaforge-fleet.json`` and ``dashboards/alerts.yml`` is evaluated through
-``/api/v1/query``.
+30+ pipelines (two exactly-once, one failing on an unreachable MySQL, one exactly-once whose
+topic refuses its messages) share one MariaDB database and one Kafka; Prometheus scrapes
+every second; then every PromQL expression of ``dashboards/deltaforge-fleet.json`` and
+``dashboards/alerts.yml`` is evaluated through ``/api/v1/query``.
 """
 
 from __future__ import annotations
@@ -33,11 +33,10 @@ PIPELINES = 30
 VARIABLES = {"$__rate_interval": "30s", "$__range": "5m", "$instance": ".*", "$tenant": ".*",
              "$pipeline": ".*", "$sink": ".*", "$label_key": "pipeline", "$label_value": ".*"}
 # Registered by the code but not produced by this load: the DLQ is not wired into the runner
-# yet, and sink failures, aborted transactions and reconnects need injected faults.
+# yet, and reconnects need a dropped binlog connection.
 NOT_EXERCISED = {
     "deltaforge_dlq_entries", "deltaforge_dlq_events_total", "deltaforge_dlq_saturation_ratio",
     "deltaforge_dlq_evicted_total", "deltaforge_dlq_rejected_total",
-    "deltaforge_sink_errors_total", "deltaforge_sink_txn_aborts_total",
     "deltaforge_source_reconnects_total",
 }
 PROMETHEUS_OWN = {"up", "scrape_duration_seconds", "scrape_samples_scraped"}
@@ -58,13 +57,17 @@ def load(mariadb: Any, kafka: Any, tmp_path: Path) -> Iterator[tuple[Service, st
     db = unique("fleet")
     with mariadb.connect() as conn, conn.cursor() as cur:
         cur.execute(f"CREATE DATABASE {db}")
-        for i in range(PIPELINES):
-            cur.execute(f"CREATE TABLE {db}.t{i:02d} (id INT PRIMARY KEY, v VARCHAR(20))")
+        for i in [*range(PIPELINES), 98]:
+            cur.execute(f"CREATE TABLE {db}.t{i:02d} (id INT PRIMARY KEY, v VARCHAR(400))")
     kafka.create_topic(f"{db}.events", partitions=3)
+    kafka.create_topic(f"{db}.small", config={"max.message.bytes": "300"})
     docs = [fleet_pipeline(i, db, mariadb.cdc_dsn(), kafka.bootstrap) for i in range(PIPELINES)]
     broken = fleet_pipeline(99, db, f"mysql://cdc:x@127.0.0.1:{free_port()}/{db}", kafka.bootstrap)
-    service = Service(write_config(tmp_path / "config", *docs, broken), tmp_path / "data",
-                      workers=3)
+    refused = fleet_pipeline(98, db, mariadb.cdc_dsn(), kafka.bootstrap)  # sink fails, txn aborts
+    refused["spec"]["sinks"][0]["config"].update(topic=f"{db}.small", exactly_once=True,
+                                                 checkpoint_topic=f"{db}.ckpt98")
+    service = Service(write_config(tmp_path / "config", *docs, broken, refused),
+                      tmp_path / "data", workers=3)
     try:
         service.start()
         for doc in docs:
@@ -75,8 +78,7 @@ def load(mariadb: Any, kafka: Any, tmp_path: Path) -> Iterator[tuple[Service, st
 
 
 def fleet_pipeline(i: int, db: str, dsn: str, brokers: str) -> dict[str, Any]:
-    doc = pipeline_yaml(f"p{i:02d}", dsn, brokers, [f"{db}.t{i % PIPELINES:02d}"],
-                        f"{db}.events")
+    doc = pipeline_yaml(f"p{i:02d}", dsn, brokers, [f"{db}.t{i:02d}"], f"{db}.events")
     doc["metadata"].update(tenant="acme" if i % 2 else "globex",
                            labels={"team": f"team-{i % 3}", "app.kubernetes.io/name": "cdc"})
     if i < 2:
@@ -90,6 +92,7 @@ def write_rows(mariadb: Any, db: str, start: int) -> None:
         for i in range(PIPELINES):
             cur.execute(f"INSERT INTO t{i:02d} VALUES (%s, 'a'), (%s, 'b')", (start, start + 1))
             cur.execute(f"UPDATE t{i:02d} SET v = 'c' WHERE id = %s", (start,))
+        cur.execute("INSERT INTO t98 VALUES (%s, %s)", (start, "x" * 400))
 
 
 @pytest.fixture
@@ -175,6 +178,8 @@ def test_every_dashboard_and_alert_query_runs_on_real_data(
     os.kill(service.worker_pid("p02"), signal.SIGKILL)  # a worker restart to count
     write_rows(mariadb, db, 10)
     service.wait_until(lambda: service.status("p99") == "failed", 30, "p99 failed")
+    service.wait_until(lambda: "deltaforge_sink_txn_aborts_total{" in service.get("/metrics").text,
+                       30, "an aborted transaction")
     for path in ("/pipelines", "/pipelines/p00", "/pipelines/nope", "/health"):
         service.get(path)
     service.wait_until(lambda: all(service.status(f"p{i:02d}") == "running"
