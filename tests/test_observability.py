@@ -50,3 +50,28 @@ def test_every_registered_metric_is_documented() -> None:
 def test_label_keys_become_valid_prometheus_label_names() -> None:
     assert label_name("app.kubernetes.io/name") == "label_app_kubernetes_io_name"
     assert label_name("team") == "label_team"
+
+
+def test_dashboard_json_is_what_build_py_generates() -> None:
+    import json
+
+    from dashboards.build import OUT, build
+
+    assert json.loads(OUT.read_text()) == build(), "run python dashboards/build.py"
+
+
+def test_every_dashboard_query_is_filtered_by_tenant_and_uses_the_datasource_variable() -> None:
+    from dashboards.build import build, expressions
+
+    board = build()
+    queries = expressions(board)
+    assert len(queries) >= 40
+    for title, expr in queries:
+        assert "deltaforge_pipeline_info{" in expr and 'tenant=~"$tenant"' in expr, title
+    panels = [p for row in board["panels"] for p in [row, *row.get("panels", [])]]
+    assert all(p["datasource"]["uid"] == "${datasource}" for p in panels if p["type"] != "row")
+    collapsed = {p["title"] for p in board["panels"] if p["type"] == "row" and p["collapsed"]}
+    assert collapsed == {"Batching", "Infrastructure"}
+    names = {v["name"] for v in board["templating"]["list"]}
+    assert {"datasource", "instance", "tenant", "pipeline", "sink", "label_key",
+            "label_value"} <= names
