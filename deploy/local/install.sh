@@ -25,6 +25,7 @@ install_system_packages() {
     have mariadbd || missing+=(mariadb-server mariadb-client)
     have java || missing+=(openjdk-17-jre-headless)
     have mvn || missing+=(maven)
+    have prometheus || missing+=(prometheus)  # tests/test_prometheus.py: prometheus, promtool
     if [ ${#missing[@]} -gt 0 ]; then
         echo "install.sh: apt-get install ${missing[*]}"
         apt_install "${missing[@]}"
