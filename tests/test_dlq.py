@@ -20,6 +20,7 @@ from tests.support.pipelines import pipeline_yaml, unique, write_config
 from tests.support.service import Service
 from workers.dlq import DeadLetterQueue, DlqFullError
 from workers.events import ChangeEvent
+from workers.metrics import PipelineMetrics
 from workers.sinks.errors import SinkEventError
 
 pytestmark = pytest.mark.services
@@ -237,9 +238,10 @@ def test_queue_evicts_expires_and_never_reuses_a_seq(tmp_path: Path) -> None:
     state = open_state(tmp_path)
     writer = GroupCommitWriter(state)
     store = DlqStore(state)
+    metrics = PipelineMetrics("p")
     try:
         spec = JournalSpec(enabled=True, max_event_bytes=120, dlq=DlqSpec(max_entries=3))
-        queue = DeadLetterQueue("p", spec, store, writer)
+        queue = DeadLetterQueue("p", spec, store, writer, metrics)
         for row_id in range(5):
             queue.add("kafka", rejected(row_id))
         writer.flush()
@@ -247,19 +249,19 @@ def test_queue_evicts_expires_and_never_reuses_a_seq(tmp_path: Path) -> None:
         assert [e.seq for e in entries] == [3, 4, 5] and queue.evicted == 2
         assert all(e.payload_truncated for e in entries)
         assert store.purge("p") == 3
-        queue = DeadLetterQueue("p", spec, store, writer)  # a restarted pipeline
+        queue = DeadLetterQueue("p", spec, store, writer, metrics)  # a restarted pipeline
         queue.add("kafka", rejected(9))
         writer.flush()
         assert [e.seq for e in store.peek("p", 10)] == [6]
 
         blocking = DeadLetterQueue("p", JournalSpec(enabled=True, dlq=DlqSpec(
-            max_entries=1, overflow_policy="block")), store, writer)
+            max_entries=1, overflow_policy="block")), store, writer, metrics)
         with pytest.raises(DlqFullError):
             blocking.add("kafka", rejected(10))
         assert store.ack("p", 6) == 1 and blocking.has_room(time.monotonic() + 1)
 
         aged = DeadLetterQueue("p", JournalSpec(enabled=True, dlq=DlqSpec(max_age_secs=1)),
-                               store, writer)
+                               store, writer, metrics)
         aged.add("kafka", rejected(11))
         writer.flush()
         time.sleep(2.1)

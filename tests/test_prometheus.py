@@ -1,7 +1,8 @@
 """The dashboard and the alert rules against a real Prometheus scraping the real service.
 
 30+ pipelines (two exactly-once, one failing on an unreachable MySQL, one exactly-once whose
-topic refuses its messages) share one MariaDB database and one Kafka; Prometheus scrapes
+topic refuses its messages, one that dead-letters every event) share one MariaDB database and
+one Kafka; Prometheus scrapes
 every second; then every PromQL expression of ``dashboards/deltaforge-fleet.json`` and
 ``dashboards/alerts.yml`` is evaluated through ``/api/v1/query``.
 """
@@ -32,13 +33,9 @@ ALERTS = REPO / "dashboards" / "alerts.yml"
 PIPELINES = 30
 VARIABLES = {"$__rate_interval": "30s", "$__range": "5m", "$instance": ".*", "$tenant": ".*",
              "$pipeline": ".*", "$sink": ".*", "$label_key": "pipeline", "$label_value": ".*"}
-# Registered by the code but not produced by this load: the DLQ is not wired into the runner
-# yet, and reconnects need a dropped binlog connection.
-NOT_EXERCISED = {
-    "deltaforge_dlq_entries", "deltaforge_dlq_events_total", "deltaforge_dlq_saturation_ratio",
-    "deltaforge_dlq_evicted_total", "deltaforge_dlq_rejected_total",
-    "deltaforge_source_reconnects_total",
-}
+# Registered by the code but not produced by this load: rejections need a full DLQ with the
+# reject policy (which fails the pipeline), reconnects a dropped binlog connection.
+NOT_EXERCISED = {"deltaforge_dlq_rejected_total", "deltaforge_source_reconnects_total"}
 PROMETHEUS_OWN = {"up", "scrape_duration_seconds", "scrape_samples_scraped"}
 NAME = re.compile(r"\b(deltaforge_[a-z0-9_]+|up|scrape_[a-z_]+)\b")
 
@@ -57,7 +54,7 @@ def load(mariadb: Any, kafka: Any, tmp_path: Path) -> Iterator[tuple[Service, st
     db = unique("fleet")
     with mariadb.connect() as conn, conn.cursor() as cur:
         cur.execute(f"CREATE DATABASE {db}")
-        for i in [*range(PIPELINES), 98]:
+        for i in [*range(PIPELINES), 97, 98]:
             cur.execute(f"CREATE TABLE {db}.t{i:02d} (id INT PRIMARY KEY, v VARCHAR(400))")
     kafka.create_topic(f"{db}.events", partitions=3)
     kafka.create_topic(f"{db}.small", config={"max.message.bytes": "300"})
@@ -66,7 +63,11 @@ def load(mariadb: Any, kafka: Any, tmp_path: Path) -> Iterator[tuple[Service, st
     refused = fleet_pipeline(98, db, mariadb.cdc_dsn(), kafka.bootstrap)  # sink fails, txn aborts
     refused["spec"]["sinks"][0]["config"].update(topic=f"{db}.small", exactly_once=True,
                                                  checkpoint_topic=f"{db}.ckpt98")
-    service = Service(write_config(tmp_path / "config", *docs, broken, refused),
+    dead_letters = fleet_pipeline(97, db, mariadb.cdc_dsn(), kafka.bootstrap)  # DLQ, evictions
+    dead_letters["spec"]["sinks"][0]["config"]["topic"] = f"{db}.${{after.region}}"
+    dead_letters["spec"]["journal"] = {"enabled": True, "dlq": {"max_entries": 3}}
+    dead_letters["metadata"]["tenant"] = "initech"  # keeps the per-tenant counts below exact
+    service = Service(write_config(tmp_path / "config", *docs, broken, refused, dead_letters),
                       tmp_path / "data", workers=3)
     try:
         service.start()
@@ -93,6 +94,8 @@ def write_rows(mariadb: Any, db: str, start: int) -> None:
             cur.execute(f"INSERT INTO t{i:02d} VALUES (%s, 'a'), (%s, 'b')", (start, start + 1))
             cur.execute(f"UPDATE t{i:02d} SET v = 'c' WHERE id = %s", (start,))
         cur.execute("INSERT INTO t98 VALUES (%s, %s)", (start, "x" * 400))
+        cur.executemany("INSERT INTO t97 VALUES (%s, 'no region column to route by')",
+                        [(start + k,) for k in range(4)])
 
 
 @pytest.fixture

@@ -20,6 +20,7 @@ from state.spec import JournalSpec
 from state.stores import DlqStore
 from state.writer import GroupCommitWriter
 from workers.events import ChangeEvent
+from workers.metrics import PipelineMetrics
 from workers.sinks.errors import SinkEventError
 
 log = logging.getLogger(__name__)
@@ -35,12 +36,14 @@ class DeadLetterQueue:
     """Adds entries for one pipeline, applying ``max_entries``, overflow policy and max age."""
 
     def __init__(self, pipeline: str, spec: JournalSpec, store: DlqStore,
-                 writer: GroupCommitWriter) -> None:
+                 writer: GroupCommitWriter, metrics: PipelineMetrics) -> None:
         self.pipeline = pipeline
         self.spec = spec
         self.store = store
         self.writer = writer
+        self.metrics = metrics
         self.count = store.count(pipeline)
+        metrics.dlq_size(self.count, spec.dlq.max_entries)
         self.last_seq = store.last_seq(pipeline)
         self.evicted = 0
         self._age_checked_at = 0.0
@@ -58,6 +61,7 @@ class DeadLetterQueue:
         self.writer.put("dlq", DlqStore.key(self.pipeline, entry.seq), entry)
         self.writer.put("meta", DlqStore.seq_key(self.pipeline), DlqSeqRecord(entry.seq))
         self.count += 1
+        self.metrics.dlq_written(sink_id, error.kind, self.count, self.spec.dlq.max_entries)
         log.warning("event dead-lettered pipeline=%s sink=%s seq=%d event=%s kind=%s error=%s",
                     self.pipeline, sink_id, entry.seq, entry.event_id, error.kind, error.message)
         return entry
@@ -87,6 +91,7 @@ class DeadLetterQueue:
             self.writer.delete("dlq", key)
         if expired:
             self.count = max(0, self.count - len(expired))
+            self.metrics.dlq_size(self.count, self.spec.dlq.max_entries)
             log.info("expired dlq entries deleted pipeline=%s count=%d", self.pipeline,
                      len(expired))
 
@@ -98,6 +103,8 @@ class DeadLetterQueue:
         if self.count < max_entries:
             return
         if self.policy != "drop_oldest":
+            if self.policy == "reject":
+                self.metrics.dlq_rejected()
             raise DlqFullError(f"dead-letter queue full ({self.count} of {max_entries} entries, "
                                f"overflow_policy {self.policy})")
         oldest = self.store.oldest_keys(self.pipeline, self.count - max_entries + 1)
@@ -105,12 +112,14 @@ class DeadLetterQueue:
             self.writer.delete("dlq", key)
         self.count -= len(oldest)
         self.evicted += len(oldest)
+        self.metrics.dlq_evicted(len(oldest))
         log.warning("dlq full, oldest entries evicted pipeline=%s evicted=%d total_evicted=%d",
                     self.pipeline, len(oldest), self.evicted)
 
     def _recount(self) -> None:
         self.writer.flush()  # what this worker queued is in LMDB before counting
         self.count = self.store.count(self.pipeline)
+        self.metrics.dlq_size(self.count, self.spec.dlq.max_entries)
 
     def _entry(self, seq: int, sink_id: str, error: SinkEventError) -> DlqEntryRecord:
         event, truncated = event_document(error.event, self.spec.max_event_bytes)

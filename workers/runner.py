@@ -120,8 +120,8 @@ class PipelineRunner:
         self._status_written_at = 0.0
         self._status_dirty = False
         journal = spec.spec.journal
-        self.dlq = DeadLetterQueue(self.name, journal, DlqStore(checkpoints.state), writer) \
-            if journal.enabled else None
+        self.dlq = DeadLetterQueue(self.name, journal, DlqStore(checkpoints.state), writer,
+                                   self.metrics) if journal.enabled else None
         self.schemas = SchemaStore(checkpoints.state)
         self.known_tables: dict[str, TableSchemaRecord] = {}
         self._part_ids = itertools.count(-1, -1)  # ids of extra sends, apart from batch ids
