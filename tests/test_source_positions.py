@@ -14,6 +14,7 @@ from deploy.local.mariadb import MariaDBServer
 from deploy.local.processes import free_port
 from state.records import BinlogPosition
 from state.spec import MysqlConfigSpec
+from tests.support.source import take
 from workers.backoff import Backoff
 from workers.events import ChangeEvent
 from workers.source.dsn import parse_dsn
@@ -42,16 +43,6 @@ def reading(config: MysqlConfigSpec, start: BinlogPosition) -> Iterator[queue.Qu
     finally:
         reader.stop()
         assert not reader._thread.is_alive()
-
-
-def take(out: queue.Queue[SourceItem], count: int, timeout_s: float = 20.0) -> list[ChangeEvent]:
-    events: list[ChangeEvent] = []
-    deadline = time.monotonic() + timeout_s
-    while len(events) < count:
-        item = out.get(timeout=max(0.01, deadline - time.monotonic()))
-        assert not isinstance(item, SourceFailure), item.error
-        events.extend(item)
-    return events
 
 
 def assert_quiet(out: queue.Queue[SourceItem], wait_s: float = 1.5) -> None:

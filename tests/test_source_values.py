@@ -5,7 +5,6 @@ from __future__ import annotations
 import datetime
 import os
 import queue
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -15,8 +14,8 @@ import pytest
 from deploy.local.mariadb import MariaDBServer
 from state.records import BinlogPosition
 from state.spec import MysqlConfigSpec
-from workers.events import ChangeEvent
-from workers.source.items import SourceFailure, SourceItem
+from tests.support.source import take
+from workers.source.items import SourceItem
 from workers.source.mysql import BinlogReader, current_binlog_end
 from workers.source.values import (
     decode_mysql_latin1,
@@ -46,16 +45,6 @@ def reading(config: MysqlConfigSpec, start: BinlogPosition) -> Iterator[queue.Qu
         yield out
     finally:
         reader.stop()
-
-
-def take(out: queue.Queue[SourceItem], count: int, timeout_s: float = 20.0) -> list[ChangeEvent]:
-    events: list[ChangeEvent] = []
-    deadline = time.monotonic() + timeout_s
-    while len(events) < count:
-        item = out.get(timeout=max(0.01, deadline - time.monotonic()))
-        assert not isinstance(item, SourceFailure), item.error
-        events.extend(item)
-    return events
 
 
 def column_ddl() -> str:
