@@ -28,10 +28,11 @@ def ids_in(records: list[Any]) -> set[int]:
     return {r.value["after"]["id"] for r in records}
 
 
-def test_a_failed_optional_sink_catches_up_while_the_pipeline_runs(
-        mariadb: Any, kafka: Any, proxied: tuple[KafkaBroker, TcpProxy],  # noqa: F811
-        tmp_path: Path) -> None:
-    side_broker, proxy = proxied
+def two_sink_pipeline(mariadb: Any, kafka: Any, side: tuple[KafkaBroker, TcpProxy]
+                      ) -> tuple[str, dict[str, Any]]:
+    """A table and a pipeline with a required sink on the session broker and an optional
+    one (short send timeout) on the broker behind the proxy."""
+    side_broker, proxy = side
     db = unique("policy")
     with mariadb.connect() as conn, conn.cursor() as cur:
         cur.execute(f"CREATE DATABASE {db}")
@@ -43,6 +44,14 @@ def test_a_failed_optional_sink_catches_up_while_the_pipeline_runs(
     spec["spec"]["sinks"].append({"type": "kafka", "config": {
         "id": "side", "brokers": f"127.0.0.1:{proxy.port}", "topic": f"{db}.side",
         "required": False, "send_timeout_secs": 3}})
+    return db, spec
+
+
+def test_a_failed_optional_sink_catches_up_while_the_pipeline_runs(
+        mariadb: Any, kafka: Any, proxied: tuple[KafkaBroker, TcpProxy],  # noqa: F811
+        tmp_path: Path) -> None:
+    _, proxy = proxied
+    db, spec = two_sink_pipeline(mariadb, kafka, proxied)
     service = Service(write_config(tmp_path / "config", spec), tmp_path / "data", workers=1)
     side_bootstrap = f"127.0.0.1:{proxy.port}"
     try:
@@ -78,18 +87,8 @@ def test_a_failed_optional_sink_catches_up_while_the_pipeline_runs(
 def test_policy_all_fails_on_any_sink_and_quorum_tolerates_one(
         mariadb: Any, kafka: Any, proxied: tuple[KafkaBroker, TcpProxy],  # noqa: F811
         tmp_path: Path, policy: dict[str, Any], fails: bool) -> None:
-    side_broker, proxy = proxied
-    db = unique("policy")
-    with mariadb.connect() as conn, conn.cursor() as cur:
-        cur.execute(f"CREATE DATABASE {db}")
-        cur.execute(f"CREATE TABLE {db}.t (id INT PRIMARY KEY, v VARCHAR(10))")
-    kafka.create_topic(f"{db}.main")
-    side_broker.create_topic(f"{db}.side")
-    spec = pipeline_yaml("policy", mariadb.cdc_dsn(), kafka.bootstrap, [f"{db}.t"],
-                         f"{db}.main")
-    spec["spec"]["sinks"].append({"type": "kafka", "config": {
-        "id": "side", "brokers": f"127.0.0.1:{proxy.port}", "topic": f"{db}.side",
-        "required": False, "send_timeout_secs": 3}})
+    _, proxy = proxied
+    db, spec = two_sink_pipeline(mariadb, kafka, proxied)
     spec["spec"]["commit_policy"] = policy
     service = Service(write_config(tmp_path / "config", spec), tmp_path / "data", workers=1)
     try:
