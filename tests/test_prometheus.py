@@ -203,6 +203,12 @@ def test_every_dashboard_and_alert_query_runs_on_real_data(
         if not result and not names & NOT_EXERCISED and (title, expr) not in alert_queries():
             empty.append(title)
     assert not empty, f"dashboard queries without data: {empty}"
+    # An alert returns series only while it fires; what it watches must have data now.
+    silent = [f"{alert}: {name}" for alert, expr in alert_queries()
+              for name in sorted(set(NAME.findall(expr)) - NOT_EXERCISED - PROMETHEUS_OWN)
+              if not query(prometheus, name)]
+    assert not silent, f"alert rules watching series without data: {silent}"
+    assert query(prometheus, 'deltaforge_pipeline_status == -1'), "the failed-pipeline alert"
     running = query(prometheus, substitute(
         'count(deltaforge_pipeline_status == 1 and on (pipeline) '
         'deltaforge_pipeline_info{tenant="acme"})'))
