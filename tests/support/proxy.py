@@ -186,6 +186,8 @@ class _Pair:
         return b""
 
     def _forward(self, sink: socket.socket, chunk: bytes) -> None:
+        while self.proxy.faults.hang and not self._closed.is_set():
+            self._closed.wait(POLL_S)  # a chunk read just before hang() is held, not sent
         faults = self.proxy.faults
         if faults.delay_s:
             self._closed.wait(faults.delay_s)
