@@ -24,7 +24,7 @@ from workers.source.errors import (
     SourcePositionLostError,
     SourceUnreachableError,
 )
-from workers.source.items import SourceFailure, SourceItem
+from workers.source.items import Progress, SourceFailure, SourceItem
 from workers.source.mysql import BinlogReader, current_binlog_end
 from workers.source.tables import TableFilter
 
@@ -46,12 +46,20 @@ def reading(config: MysqlConfigSpec, start: BinlogPosition) -> Iterator[queue.Qu
 
 
 def assert_quiet(out: queue.Queue[SourceItem], wait_s: float = 1.5) -> None:
-    with pytest.raises(queue.Empty):
-        out.get(timeout=wait_s)
+    """Nothing but progress reports arrives for ``wait_s``."""
+    deadline = time.monotonic() + wait_s
+    while (left_s := deadline - time.monotonic()) > 0:
+        try:
+            item = out.get(timeout=left_s)
+        except queue.Empty:
+            return
+        assert isinstance(item, Progress), item
 
 
 def failure(out: queue.Queue[SourceItem], timeout_s: float = 20.0) -> SourceFailure:
     item = out.get(timeout=timeout_s)
+    while isinstance(item, Progress):
+        item = out.get(timeout=timeout_s)
     assert isinstance(item, SourceFailure), item
     return item
 

@@ -6,7 +6,7 @@ import queue
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from state.records import TableSchemaRecord
+from state.records import BinlogPosition, TableSchemaRecord
 from workers.events import ChangeEvent
 from workers.source.errors import SourceError
 
@@ -25,13 +25,25 @@ class TableSeen:
     schema: TableSchemaRecord
 
 
-SourceItem = list[ChangeEvent] | SourceFailure | TableSeen
+@dataclass(frozen=True)
+class Progress:
+    """The source passed ``position`` with no rows for this pipeline since the last ones it
+    was given; ``ts_ms`` is the source time of the last event read there."""
+
+    position: BinlogPosition
+    ts_ms: int
+
+
+SourceItem = list[ChangeEvent] | SourceFailure | TableSeen | Progress
 
 
 def take_events(items: queue.Queue[SourceItem], budget: int,
-                on_table: Callable[[TableSchemaRecord], None] | None = None) -> list[ChangeEvent]:
+                on_table: Callable[[TableSchemaRecord], None] | None = None,
+                on_progress: Callable[[Progress | None], None] | None = None,
+                ) -> list[ChangeEvent]:
     """Up to about ``budget`` events already queued (whole rows events); a queued failure is
-    raised; table versions go to ``on_table``."""
+    raised; table versions go to ``on_table``; ``on_progress`` gets the last progress report,
+    or None when events came after it."""
     events: list[ChangeEvent] = []
     while len(events) < budget:
         try:
@@ -44,5 +56,11 @@ def take_events(items: queue.Queue[SourceItem], budget: int,
             if on_table is not None:
                 on_table(item.schema)
             continue
+        if isinstance(item, Progress):
+            if on_progress is not None:
+                on_progress(item)
+            continue
         events.extend(item)
+        if on_progress is not None:
+            on_progress(None)
     return events

@@ -6,11 +6,13 @@ import logging
 import queue
 import socket
 import threading
+import time
+from collections.abc import Callable
 from typing import Any
 
 import pymysql
 from pymysqlreplication import BinLogStreamReader
-from pymysqlreplication.event import HeartbeatLogEvent
+from pymysqlreplication.event import HeartbeatLogEvent, QueryEvent, RotateEvent, XidEvent
 
 from state.records import BinlogPosition
 from state.spec import MysqlConfigSpec
@@ -26,16 +28,18 @@ from workers.source.connection import (
 )
 from workers.source.dsn import MysqlDsn, parse_dsn
 from workers.source.errors import SourceConfigError, SourceError, SourceUnreachableError
-from workers.source.items import SourceFailure, SourceItem, TableSeen
+from workers.source.items import Progress, SourceFailure, SourceItem, TableSeen
 from workers.source.stream import STREAM_EVENTS, EventRouter
 from workers.source.tablemap import TableShape, TableShapes
 from workers.source.tables import TableFilter
 
-__all__ = ["BinlogReader", "SourceFailure", "SourceItem", "current_binlog_end"]
+__all__ = ["BinlogFollower", "BinlogReader", "SourceFailure", "SourceItem", "current_binlog_end"]
 
 log = logging.getLogger(__name__)
 _PARSE_ERROR = 1064
 _PUT_POLL_S = 0.2
+_BOUNDARY_EVENTS = (XidEvent, QueryEvent, RotateEvent, HeartbeatLogEvent)
+Handover = Callable[[BinlogPosition], bool]
 
 
 def current_binlog_end(config: MysqlConfigSpec) -> BinlogPosition:
@@ -70,40 +74,29 @@ def _binlog_status(cur: Any) -> Any:
 
 
 class _Stopped(Exception):
-    """Raised inside the reader thread once ``stop()`` was called."""
+    """Raised inside the reader thread once ``stop()`` was called or it handed over."""
 
 
-class BinlogReader:
-    """Streams one server's binlog from ``start`` into ``out`` on a daemon thread.
+class BinlogFollower:
+    """A daemon thread following one server's binlog over one dump connection.
 
-    Puts ``list[ChangeEvent]`` (one rows event, filtered by table), ``TableSeen`` for each new
-    table version, and, on a fatal error, one
-    ``SourceFailure`` before the thread ends. Transient errors are retried forever with capped
-    backoff, resuming from the position after the last event put on ``out``.
+    Transient errors are retried forever with capped backoff from ``resume_position``; a fatal
+    one goes to ``on_fatal`` and ends the thread. Subclasses say where a session starts and
+    what happens to each event.
     """
 
-    def __init__(
-        self,
-        pipeline: str,
-        config: MysqlConfigSpec,
-        start: BinlogPosition,
-        out: queue.Queue[SourceItem],
-    ) -> None:
-        self._pipeline = pipeline
+    def __init__(self, name: str, config: MysqlConfigSpec) -> None:
+        self._name = name
         self._config = config
         self._dsn = parse_dsn(config.dsn)
-        self._out = out
-        self._tables = TableFilter(config.tables)
-        self._shapes = TableShapes(self._json_columns, self._on_new_table)
-        self._router = EventRouter(start, self._tables, self._shapes, self._put)
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name=f"binlog-{pipeline}", daemon=True)
+        self._thread = threading.Thread(target=self._run, name=f"binlog-{name}", daemon=True)
         self._ctl: Any = None
         self._stream_conn: Any = None
         self._stream_connects = 0
         self._backoff = Backoff(initial_s=0.5, max_s=30.0)
         # The server sends a heartbeat only when it has had nothing to send for heartbeat_s:
-        # every event before it is on the queue, so the reader is at the end of the binlog.
+        # every event before it was handled, so the reader is at the end of the binlog.
         self.heartbeats = 0
 
     @property
@@ -112,9 +105,9 @@ class BinlogReader:
         return max(0, self._stream_connects - 1)
 
     @property
-    def position(self) -> BinlogPosition:
-        """Position after the last event put on the queue (where a reconnect resumes)."""
-        return self._router.resume_position
+    def resume_position(self) -> BinlogPosition:
+        """Where the next connection starts."""
+        raise NotImplementedError
 
     def start(self) -> None:
         self._thread.start()
@@ -123,16 +116,22 @@ class BinlogReader:
         """Stop reading and join the thread."""
         self._stop.set()
         _shutdown(self._stream_conn)
-        if self._thread.is_alive():
+        if self._thread.is_alive() and self._thread is not threading.current_thread():
             self._thread.join(timeout_s)
 
+    def _new_session(self) -> BinlogPosition:
+        """Reset per-connection state; returns where the connection starts."""
+        raise NotImplementedError
+
+    def _follow(self, stream: BinLogStreamReader) -> None:
+        raise NotImplementedError
+
+    def _on_fatal(self, error: SourceError) -> None:
+        raise NotImplementedError
+
     def _run(self) -> None:
-        log.info(
-            "binlog reader started pipeline=%s source=%s position=%s",
-            self._pipeline,
-            self._dsn.redacted(),
-            self._router.resume_position,
-        )
+        log.info("binlog reader started name=%s source=%s position=%s",
+                 self._name, self._dsn.redacted(), self.resume_position)
         while not self._stop.is_set():
             try:
                 self._read_session()
@@ -144,34 +143,25 @@ class BinlogReader:
                         return
                 except _Stopped:
                     break
-        log.info(
-            "binlog reader stopped pipeline=%s position=%s",
-            self._pipeline,
-            self._router.resume_position,
-        )
+        log.info("binlog reader stopped name=%s position=%s", self._name, self.resume_position)
 
     def _handle_failure(self, error: SourceError) -> bool:
         """Retry a transient error after a backoff (True), or report a fatal one (False)."""
         if error.fatal:
-            log.error("binlog reader failed pipeline=%s error=%s", self._pipeline, error)
-            self._put_item(SourceFailure(error))
+            log.error("binlog reader failed name=%s error=%s", self._name, error)
+            self._on_fatal(error)
             return False
         delay_s = self._backoff.next_delay()
         log.warning(
-            "binlog reader retrying pipeline=%s attempt=%d delay_s=%.1f position=%s error=%s",
-            self._pipeline,
-            self._backoff.attempts,
-            delay_s,
-            self._router.resume_position,
-            error,
+            "binlog reader retrying name=%s attempt=%d delay_s=%.1f position=%s error=%s",
+            self._name, self._backoff.attempts, delay_s, self.resume_position, error,
         )
         self._stop.wait(delay_s)
         return True
 
     def _read_session(self) -> None:
         """One connection: preflight, then stream until stopped or an error is raised."""
-        start = self._router.resume_position
-        self._router = EventRouter(start, self._tables, self._shapes, self._put)
+        start = self._new_session()
         self._ctl = connect(self._config, self._dsn)
         stream = self._open_stream(start)
         try:
@@ -180,17 +170,6 @@ class BinlogReader:
         finally:
             stream.close()
             self._ctl.close()
-
-    def _follow(self, stream: BinLogStreamReader) -> None:
-        handle = self._router.handle
-        stop = self._stop
-        for event in stream:
-            if stop.is_set():
-                raise _Stopped
-            if type(event) is HeartbeatLogEvent:
-                self.heartbeats += 1
-            handle(event)
-        raise SourceUnreachableError(f"{self._dsn.address} ended the binlog stream")
 
     def _open_stream(self, start: BinlogPosition) -> BinLogStreamReader:
         return BinLogStreamReader(
@@ -202,11 +181,14 @@ class BinlogReader:
             blocking=True,
             slave_heartbeat=self._config.heartbeat_s,
             only_events=STREAM_EVENTS,
-            only_schemas=self._tables.schemas,
+            only_schemas=self._only_schemas(),
             is_mariadb=False,  # True would ignore log_file/log_pos; MariaDB GTIDs arrive anyway
             pymysql_wrapper=self._connect_counted,
             enable_logging=False,
         )
+
+    def _only_schemas(self) -> list[str] | None:
+        return None
 
     def _connect_counted(self, **settings: Any) -> Any:
         """pymysql.connect for the library; counts stream (re)connections, refuses after stop."""
@@ -220,6 +202,83 @@ class BinlogReader:
 
     def _json_columns(self, schema: str, table: str) -> frozenset[str]:
         return json_columns(self._ctl, schema, table)
+
+
+class BinlogReader(BinlogFollower):
+    """Streams one pipeline's tables from ``start`` into ``out``.
+
+    Puts ``list[ChangeEvent]`` (one rows event, filtered by table), ``TableSeen`` for each new
+    table version, ``Progress`` at each binlog heartbeat, and, on a fatal error, one
+    ``SourceFailure`` before the thread ends. A reconnect resumes from the position after the
+    last event put on ``out``. With ``handover`` (a catch-up reader), it offers its position at
+    each transaction boundary and ends once ``handover`` accepted it (a shared stream takes
+    over from there).
+    """
+
+    def __init__(
+        self,
+        pipeline: str,
+        config: MysqlConfigSpec,
+        start: BinlogPosition,
+        out: queue.Queue[SourceItem],
+        handover: Handover | None = None,
+    ) -> None:
+        super().__init__(pipeline, config)
+        self._out = out
+        self._handover = handover
+        self._tables = TableFilter(config.tables)
+        self._shapes = TableShapes(self._json_columns)
+        self._router = self._new_router(start)
+        self.handed_over = False
+
+    @property
+    def resume_position(self) -> BinlogPosition:
+        """Position after the last event put on the queue (where a reconnect resumes)."""
+        return self._router.resume_position
+
+    def _new_session(self) -> BinlogPosition:
+        start = self._router.resume_position
+        self._router = self._new_router(start)
+        return start
+
+    def _new_router(self, start: BinlogPosition) -> EventRouter:
+        return EventRouter(start, self._tables, self._shapes, self._put, self._on_new_table)
+
+    def _only_schemas(self) -> list[str] | None:
+        return self._tables.schemas
+
+    def _follow(self, stream: BinLogStreamReader) -> None:
+        handle = self._router.handle
+        stop = self._stop
+        for event in stream:
+            if stop.is_set():
+                raise _Stopped
+            if type(event) is HeartbeatLogEvent:
+                self.heartbeats += 1
+                self._report_progress()
+            handle(event)
+            if self._handover is not None and isinstance(event, _BOUNDARY_EVENTS):
+                self._offer_handover()
+        raise SourceUnreachableError(f"{self._dsn.address} ended the binlog stream")
+
+    def _report_progress(self) -> None:
+        """At the binlog's end (a heartbeat) between transactions: tell the pipeline."""
+        if self._router.at_boundary:
+            try:
+                self._out.put_nowait(Progress(self._router.resume_position,
+                                              int(time.time() * 1000)))
+            except queue.Full:
+                pass  # the pipeline has rows to work on; it learns the position from them
+
+    def _offer_handover(self) -> None:
+        assert self._handover is not None
+        if self._router.at_boundary and self._handover(self._router.resume_position):
+            self.handed_over = True
+            self._stop.set()
+            raise _Stopped
+
+    def _on_fatal(self, error: SourceError) -> None:
+        self._put_item(SourceFailure(error))
 
     def _on_new_table(self, shape: TableShape) -> None:
         self._put_item(TableSeen(shape.schema_record()))
