@@ -1,0 +1,84 @@
+"""CPU and memory of a process tree, read from /proc (Linux only)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+CLOCK_TICKS_PER_S = os.sysconf("SC_CLK_TCK")
+
+
+@dataclass(frozen=True)
+class Memory:
+    """Summed over a process tree: RSS counts shared pages once per process, PSS splits them."""
+
+    processes: int
+    rss_kb: int
+    pss_kb: int
+
+
+def descendants(pid: int) -> list[int]:
+    """Every live descendant of pid (children, their children, ...)."""
+    found: list[int] = []
+    pending = [pid]
+    while pending:
+        children = child_pids(pending.pop())
+        found += children
+        pending += children
+    return found
+
+
+def child_pids(pid: int) -> list[int]:
+    found: list[int] = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            found += [int(p) for p in (task / "children").read_text().split()]
+        except OSError:
+            continue
+    return found
+
+
+def tree_cpu_s(root: int) -> float:
+    """CPU seconds of root (with its reaped children) plus its live descendants.
+
+    The root's cutime/cstime hold the children it has already waited for (a killed worker), so
+    the sum only grows; a live descendant's own cutime covers its reaped children in turn.
+    """
+    return sum(_cpu_s(pid) for pid in [root, *descendants(root)])
+
+
+def _cpu_s(pid: int) -> float:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return 0.0
+    fields = stat.rsplit(")", 1)[1].split()
+    # fields[0] is the state (field 3): utime, stime, cutime, cstime are fields 14 to 17.
+    return sum(int(value) for value in fields[11:15]) / CLOCK_TICKS_PER_S
+
+
+def tree_memory(root: int) -> Memory:
+    pids = [root, *descendants(root)]
+    return Memory(len(pids), sum(_status_kb(pid, "VmRSS") for pid in pids),
+                  sum(_rollup_kb(pid, "Pss") for pid in pids))
+
+
+def _status_kb(pid: int, field: str) -> int:
+    return _field_kb(Path(f"/proc/{pid}/status"), field)
+
+
+def _rollup_kb(pid: int, field: str) -> int:
+    return _field_kb(Path(f"/proc/{pid}/smaps_rollup"), field)
+
+
+def _field_kb(path: Path, field: str) -> int:
+    try:
+        lines = path.read_text().splitlines()
+    except OSError:
+        return 0
+    prefix = f"{field}:"
+    for line in lines:
+        if line.startswith(prefix):
+            return int(line.split()[1])
+    return 0
