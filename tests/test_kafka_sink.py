@@ -1,24 +1,33 @@
-"""KafkaSink against a real broker: topic per table, primary-key keys, order, outcomes, failures."""
+"""KafkaSink against a real broker: topic per table, primary-key keys, order, outcomes, failures,
+and sinks of several pipelines sharing one producer."""
 
 from __future__ import annotations
 
 import json
+import logging
+import os
 import socket
 import time
 import uuid
 from collections import defaultdict
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, TopicPartition
 
+from deploy.local.kafka import KafkaBroker
 from state.records import BinlogPosition
 from state.spec import KafkaConfigSpec, NativeEnvelopeSpec
+from tests.conftest import running
+from tests.support.kafka_read import Record, read_topic
+from tests.support.proxy import TcpProxy
 from workers.envelopes import build_encoder
 from workers.events import ChangeEvent
 from workers.sinks.batches import BatchOutcome
 from workers.sinks.errors import SinkEventError, SinkUnavailableError
 from workers.sinks.kafka import KafkaSink
+from workers.sinks.producers import ProducerPool
 
 PARTITIONS = 3
 
@@ -108,14 +117,16 @@ def test_batches_land_per_table_keyed_by_pk_in_order(kafka: Any, prefix: str) ->
         messages = consume(kafka.bootstrap, f"{prefix}.shop.{table}", len(sent))
         by_key: dict[bytes, list[Message]] = defaultdict(list)
         for message in sorted(messages, key=lambda m: (m.partition(), m.offset())):
-            by_key[message.key()].append(message)
+            key = message.key()
+            assert key is not None
+            by_key[key].append(message)
         assert set(by_key) == {str(row_id).encode() for row_id in range(1, 9)}
         assert len({m.partition() for m in messages}) > 1, "keys spread over partitions"
         for key, keyed in by_key.items():
             assert len({m.partition() for m in keyed}) == 1, "one row stays in one partition"
             expected = [encode(e) for e in sent if str(e.after["id"]).encode() == key]  # type: ignore[index]
             assert [m.value() for m in keyed] == expected, "values in send order"
-        document = json.loads(messages[0].value())
+        document = json.loads(messages[0].value() or b"null")
         assert document["source"]["table"] == table and document["tenant_id"] == "acme"
 
 
@@ -190,3 +201,193 @@ def test_serialization_error_is_an_event_error() -> None:
     assert caught.value.kind == "serialization error"
     assert (outcome.batch_id, outcome.delivered, outcome.failed) == (1, 0, 0)
     assert sink.in_flight_batches() == 0
+
+
+# ---- sinks of several pipelines on one shared producer ------------------------------------
+
+
+@pytest.fixture(scope="module")
+def proxied(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[KafkaBroker, TcpProxy]]:
+    """A private broker advertised at a proxy's port, so ``proxy.cut()`` cuts every connection."""
+    port = free_port()
+    controller_port = next(p for p in iter(free_port, None) if p != port)
+    with TcpProxy("127.0.0.1", port) as proxy:
+        broker = KafkaBroker(tmp_path_factory.mktemp("kafka-shared"), port, controller_port,
+                             advertised_port=proxy.port)
+        with running("Kafka (proxied)", broker):
+            yield broker, proxy
+
+
+def drain_through(poller: KafkaSink, sinks: list[KafkaSink],
+                  timeout_s: float) -> list[list[BatchOutcome]]:
+    """Poll only ``poller`` until no sink has a batch in flight; each sink's outcomes."""
+    outcomes: list[list[BatchOutcome]] = [[] for _ in sinks]
+    deadline = time.monotonic() + timeout_s
+    while any(sink.in_flight_batches() for sink in sinks):
+        assert time.monotonic() < deadline, f"batches still in flight after {timeout_s}s"
+        poller.poll(0.1)
+        for taken, sink in zip(outcomes, sinks, strict=True):
+            taken.extend(sink.take_completed())
+    return outcomes
+
+
+def summary(outcomes: list[BatchOutcome]) -> list[tuple[int, int, int]]:
+    return [(o.batch_id, o.delivered, o.failed) for o in outcomes]
+
+
+def event_ids_of(records: list[Record], pipeline: str) -> list[str]:
+    """The event ids in ``records``, after checking that ``pipeline`` wrote every one."""
+    assert {r.value["source"]["name"] for r in records} == {pipeline}
+    return sorted(r.value["event_id"] for r in records)
+
+
+def ids(events: list[ChangeEvent]) -> list[str]:
+    return sorted(e.event_id for e in events)
+
+
+def client_errors(caplog: pytest.LogCaptureFixture) -> dict[str, list[logging.LogRecord]]:
+    """The sinks' ``kafka client error`` log records, by pipeline."""
+    found: dict[str, list[logging.LogRecord]] = defaultdict(list)
+    for record in caplog.records:
+        if record.msg.startswith("kafka client error"):
+            found[str(record.args[0])].append(record)  # type: ignore[index]
+    return found
+
+
+def test_pipelines_share_a_producer_and_each_get_their_own_outcomes(
+        kafka: Any, prefix: str) -> None:
+    """Two pipelines' sinks (different sink ids) on one producer, polled only through one of
+    them: each gets exactly its own batches, successes and a broker-side rejection alike, and
+    each topic holds exactly its pipeline's events."""
+    kafka.create_topic(f"{prefix}.b.items")
+    kafka.create_topic(f"{prefix}.b.small", config={"max.message.bytes": "1000"})
+    pool = ProducerPool()
+    a = KafkaSink("pipe-a", "acme", spec(kafka.bootstrap, f"{prefix}.shop.orders"), pool=pool)
+    b = KafkaSink("pipe-b", "beta", KafkaConfigSpec(
+        id="audit", brokers=kafka.bootstrap, topic=prefix + ".b.${source.table}"), pool=pool)
+    a_events = [make_event("orders", row_id, 1) for row_id in range(1, 21)]
+    b_events = [make_event("items", row_id, 2) for row_id in range(1, 6)]
+    too_big = make_event("small", 1, 2, after={"id": 1, "blob": os.urandom(3000)})
+    try:
+        assert len(pool) == 1
+        a.send_batch(1, a_events[:10])
+        b.send_batch(1, b_events)
+        a.send_batch(2, a_events[10:])
+        b.send_batch(2, [too_big])
+        a_outcomes, b_outcomes = drain_through(a, [a, b], 30.0)
+    finally:
+        a.close()
+        b.close()
+    assert len(pool) == 0
+
+    assert summary(a_outcomes) == [(1, 10, 0), (2, 10, 0)]
+    assert summary(b_outcomes) == [(1, 5, 0), (2, 0, 1)]
+    assert [o.error for o in a_outcomes] == [None, None] and b_outcomes[0].error is None
+    assert b_outcomes[1].error is not None and "too large" in b_outcomes[1].error.lower()
+    a_records = read_topic(kafka.bootstrap, f"{prefix}.shop.orders", len(a_events), 30.0)
+    assert event_ids_of(a_records, "pipe-a") == ids(a_events)
+    b_records = read_topic(kafka.bootstrap, f"{prefix}.b.items", len(b_events), 30.0)
+    assert event_ids_of(b_records, "pipe-b") == ids(b_events)
+
+
+def test_closing_one_sink_leaves_the_other_undisturbed(kafka: Any, prefix: str) -> None:
+    """A sink closed while the other still has messages queued on the shared producer: the
+    other's messages are not purged, its later batches go out, its flush waits for them."""
+    pool = ProducerPool()
+    a = KafkaSink("pipe-a", "acme", spec(kafka.bootstrap, f"{prefix}.shop.orders"), pool=pool)
+    b = KafkaSink("pipe-b", "acme", spec(kafka.bootstrap, f"{prefix}.shop.items"), pool=pool)
+    queued = [make_event("items", row_id, 1) for row_id in range(1, 51)]
+    later = [make_event("items", row_id, 2) for row_id in range(1, 51)]
+    try:
+        a.send_batch(1, [make_event("orders", 1, 1)])
+        b.send_batch(1, queued)  # not polled yet: still in the producer when a closes
+        a.close()
+        a.close()  # a second close releases nothing more
+        assert len(pool) == 1
+        b.send_batch(2, later)
+        assert b.flush(30.0)
+        assert summary(b.take_completed()) == [(1, 50, 0), (2, 50, 0)]
+    finally:
+        b.close()
+    assert len(pool) == 0
+    records = read_topic(kafka.bootstrap, f"{prefix}.shop.items", 100, 30.0)
+    assert event_ids_of(records, "pipe-b") == ids(queued + later)
+
+
+def test_client_failure_reaches_every_sink_and_both_recover(
+        proxied: tuple[KafkaBroker, TcpProxy], caplog: pytest.LogCaptureFixture) -> None:
+    """Every connection to the broker is cut: both sinks on the shared producer hear the client
+    error (error_cb is per producer) and see their own batches time out; once the network is
+    back, both deliver again, and each topic holds exactly its pipeline's delivered events."""
+    broker, proxy = proxied
+    topics = {name: f"{name}.{uuid.uuid4().hex[:8]}" for name in ("pipe-a", "pipe-b")}
+    for topic in topics.values():
+        broker.create_topic(topic)
+    pool = ProducerPool()
+    sinks = [KafkaSink(name, "acme", spec(proxy.address, topic, send_timeout_secs=3), pool=pool)
+             for name, topic in topics.items()]
+    a, b = sinks
+
+    def round_(batch_id: int, version: int) -> dict[str, list[ChangeEvent]]:
+        sent = {}
+        for sink, name in zip(sinks, topics, strict=True):
+            sent[name] = [make_event("orders", row_id, version) for row_id in range(1, 11)]
+            sink.send_batch(batch_id, sent[name])
+        return sent
+
+    caplog.set_level(logging.DEBUG, logger="workers.sinks.kafka")
+    try:
+        assert len(pool) == 1
+        before = round_(1, 1)
+        assert [summary(o) for o in drain_through(a, sinks, 30.0)] == [[(1, 10, 0)]] * 2
+        proxy.cut()
+        round_(2, 2)
+        cut_outcomes = drain_through(b, sinks, 30.0)
+        assert [summary(o) for o in cut_outcomes] == [[(2, 0, 10)]] * 2
+        assert all("timed out" in str(o[0].error) for o in cut_outcomes)
+        heard = client_errors(caplog)
+        assert set(heard) == set(topics), "the client error reached both pipelines' sinks"
+        for sink in sinks:
+            with pytest.raises(SinkUnavailableError, match="brokers are down|transport"):
+                sink.check_connection(1.0)
+        proxy.restore()
+        after = round_(3, 3)
+        assert [summary(o) for o in drain_through(a, sinks, 60.0)] == [[(3, 10, 0)]] * 2
+    finally:
+        proxy.restore()
+        for sink in sinks:
+            sink.close()
+    for name, topic in topics.items():
+        expected = before[name] + after[name]
+        records = read_topic(broker.bootstrap, topic, len(expected), 30.0)
+        assert event_ids_of(records, name) == ids(expected)
+
+
+def test_a_fatal_error_retires_the_shared_producer(
+        kafka: Any, prefix: str, caplog: pytest.LogCaptureFixture) -> None:
+    """After a fatal client error (librdkafka's error_cb, called here as librdkafka would) every
+    sink on the producer hears it; the next sink opened gets a fresh producer and delivers, and
+    the retired one is closed when its last sink closes."""
+    pool = ProducerPool()
+    config = spec(kafka.bootstrap, f"{prefix}.shop.orders")
+    a = KafkaSink("pipe-a", "acme", config, pool=pool)
+    b = KafkaSink("pipe-b", "acme", config, pool=pool)
+    retired = a._client
+    caplog.set_level(logging.DEBUG, logger="workers.sinks.kafka")
+    retired._on_error(KafkaError(KafkaError._FATAL, "injected fatal error", fatal=True))
+    heard = client_errors(caplog)
+    assert set(heard) == {"pipe-a", "pipe-b"}
+    assert all(r.levelno == logging.ERROR for records in heard.values() for r in records)
+
+    fresh = KafkaSink("pipe-c", "acme", config, pool=pool)
+    try:
+        assert fresh._client is not retired and len(pool) == 1
+        a.close()
+        b.close()
+        with pytest.raises(RuntimeError):  # closed: librdkafka's handle is gone
+            retired.producer.poll(0)
+        fresh.send_batch(1, [make_event("orders", 1, 1)])
+        assert summary(drain(fresh, 30.0)) == [(1, 1, 0)]
+    finally:
+        fresh.close()
+    assert len(pool) == 0

@@ -3,17 +3,21 @@
 The worker runtime drives one ``KafkaSink`` from one thread: ``send_batch`` then ``poll`` and
 ``take_completed`` until every batch is acknowledged. Keys are the row's primary key by default
 (see workers/routing.py), so one row's changes stay in one partition, in order.
+Sinks with the same client configuration share one producer (workers/sinks/producers.py):
+each message carries its own sink's delivery callback, so any sink's ``poll`` completes the
+others' batches too, and each sink's ``flush`` waits for its own messages only.
 """
 
 from __future__ import annotations
 
 import logging
 import re
+import time
 from collections.abc import Callable
 from typing import Any
 
 import msgspec
-from confluent_kafka import KafkaError, KafkaException, Producer
+from confluent_kafka import KafkaError, KafkaException
 
 from state.records import BinlogPosition
 from state.spec import KafkaConfigSpec
@@ -27,12 +31,15 @@ from workers.sinks.errors import (
     SinkEventError,
     SinkUnavailableError,
 )
+from workers.sinks.producers import ProducerPool, process_pool
 
 __all__ = ["BatchOutcome", "KafkaSink"]
 
 log = logging.getLogger(__name__)
 
 _BACKPRESSURE_POLL_S = 0.05
+_FLUSH_POLL_S = 0.05
+SHARED_CLIENT_ID = "deltaforge"
 _VALID_TOPIC = re.compile(r"[A-Za-z0-9._-]{1,249}")
 DeliveryFn = Callable[[Any, Any], None]
 _ENCODING_ERRORS = (msgspec.EncodeError, TypeError, ValueError, OverflowError, KeyError)
@@ -59,12 +66,23 @@ def producer_config(spec: KafkaConfigSpec) -> dict[str, Any]:
     return config
 
 
+def shared_producer_config(spec: KafkaConfigSpec) -> dict[str, Any]:
+    """``producer_config`` without the sink's id in ``client.id``, so sinks of many pipelines
+    on the same brokers and settings can share one producer."""
+    config = producer_config(spec)
+    if "client.id" not in spec.client_conf:
+        config["client.id"] = SHARED_CLIENT_ID
+    return config
+
+
 class KafkaSink:
     """One Kafka destination of one pipeline; not thread-safe (one runtime thread calls it)."""
 
     transactional = False
 
-    def __init__(self, pipeline: str, tenant: str, spec: KafkaConfigSpec) -> None:
+    def __init__(self, pipeline: str, tenant: str, spec: KafkaConfigSpec,
+                 pool: ProducerPool | None = None) -> None:
+        """``pool`` defaults to this process's; benchmarks pass an unshared one."""
         self.sink_id = spec.id
         self.required = spec.required
         self._pipeline = pipeline
@@ -73,17 +91,16 @@ class KafkaSink:
         self._topic_of = compile_topic(spec.topic, pipeline, tenant)
         self._key_of = compile_key(spec.key, pipeline, tenant)
         self._valid_topics: set[str] = set()
-        self._ledger = BatchLedger()
+        self._ledger = _Ledger()
         self._last_error: str | None = None
-        config = self._client_config(spec)
-        config["error_cb"] = self._on_client_error
-        config["logger"] = _LibrdkafkaLog()
-        self._producer = Producer(config)
-        log.info("kafka sink started pipeline=%s sink=%s brokers=%s", pipeline, spec.id,
-                 spec.brokers)
+        self._pool = process_pool() if pool is None else pool
+        self._client = self._pool.acquire(self._client_config(spec), self._on_client_error)
+        self._producer = self._client.producer
+        log.info("kafka sink started pipeline=%s sink=%s brokers=%s shared_producer=%s",
+                 pipeline, spec.id, spec.brokers, self._client.shared)
 
     def _client_config(self, spec: KafkaConfigSpec) -> dict[str, Any]:
-        return producer_config(spec)
+        return shared_producer_config(spec)
 
     def committed_position(self, timeout_s: float) -> BinlogPosition | None:
         """Where this sink's output ends according to Kafka itself (None: ask the checkpoints)."""
@@ -117,27 +134,36 @@ class KafkaSink:
         return len(self._ledger)
 
     def flush(self, timeout_s: float) -> bool:
-        """Wait up to ``timeout_s`` for every delivery report; True if none is outstanding."""
-        return int(self._producer.flush(timeout_s)) == 0
+        """Wait up to ``timeout_s`` for this sink's delivery reports; True if none is outstanding.
+
+        Polls rather than ``Producer.flush()``, which would also wait for other sinks' messages.
+        """
+        deadline = time.monotonic() + timeout_s
+        while self._ledger.awaiting_reports():
+            left_s = deadline - time.monotonic()
+            if left_s <= 0:
+                return False
+            self._producer.poll(min(left_s, _FLUSH_POLL_S))
+        return True
 
     def check_connection(self, timeout_s: float) -> None:
         """Fetch cluster metadata or raise ``SinkUnavailableError`` naming the brokers."""
         try:
             self._producer.list_topics(timeout=timeout_s)
         except KafkaException as exc:
-            detail = self._last_error or kafka_error_text(exc)
+            detail = self._client.last_error or kafka_error_text(exc)
             raise SinkUnavailableError(
                 f"kafka sink {self.sink_id!r}: no metadata from brokers {self._brokers} "
                 f"within {timeout_s:g}s ({detail})"
             ) from None
 
     def close(self) -> None:
-        """Drop unsent messages (their batches report failures) and release the client."""
-        self._producer.purge()
-        self._producer.poll(0)
-        close = getattr(self._producer, "close", None)  # Producer.close() is new in 2.x
-        if close is not None:
-            close()
+        """Release the producer; the last sink on it drops what is unsent and closes it.
+
+        Until then this sink's unsent messages still go out (or time out): one sink cannot purge
+        a shared queue. Their reports are ignored; callers flush first when they need them.
+        """
+        self._pool.release(self._client, self._on_client_error)
         log.info("kafka sink closed pipeline=%s sink=%s", self._pipeline, self.sink_id)
 
     def _produce(
@@ -198,13 +224,12 @@ class KafkaSink:
                 self.sink_id, text)
 
 
-class _LibrdkafkaLog:
-    """librdkafka's own log lines, at debug: error_cb and delivery reports carry what matters."""
+class _Ledger(BatchLedger):
+    """The sink's batches, and whether any still awaits delivery reports (for ``flush``)."""
 
-    _log = log.getChild("librdkafka")
-
-    def log(self, _level: int, message: str, *args: Any) -> None:
-        self._log.debug(message, *args)
+    def awaiting_reports(self) -> bool:
+        # Only complete batches leave the ledger, so every unreported one is still in it.
+        return not all(tracker.is_complete() for tracker in self._batches)
 
 
 def kafka_error_text(exc: KafkaException) -> str:
