@@ -24,15 +24,15 @@ from supervisor.config_files import file_specs
 from supervisor.desired import desired_changes, worker_message
 from supervisor.metrics import SupervisorMetrics, WorkerView
 from supervisor.options import Options
+from supervisor.readiness import SlotFailure, StatusReporter, WorkerState, write_slot_report
 from supervisor.sharding import slot_for
-from supervisor.systemd import notify
+from supervisor.systemd import Notifier
 from workers.backoff import Backoff
 
 log = logging.getLogger(__name__)
 CTX = multiprocessing.get_context("fork")
-HEARTBEAT_TIMEOUT_S = 30.0
-ABORT_GRACE_S = 5.0
-BOOT_FAILURES_REPORTED = 5
+ABORT_GRACE_S = 5.0  # after SIGABRT, a stuck worker has this long to dump stacks and exit
+BOOT_FAILURES_REPORTED = 3  # consecutive deaths before the first heartbeat: the slot is failing
 BOOT_GRACE_S = 5.0
 
 
@@ -50,6 +50,9 @@ class Child:
     started_wall: float = 0.0
     aborted_at: float | None = None
     restarts: int = 0
+    boot_failures: int = 0  # consecutive exits before it booted
+    failing_since: float | None = None  # unix time of the first of them
+    last_exit_code: int | None = None
     pending: list[tuple[Any, ...]] = field(default_factory=list)  # sent when it next starts
 
 
@@ -68,6 +71,8 @@ class Arbiter:
         self.api = Child("api", None)
         self.stopping_deadline: float | None = None
         self.metrics = SupervisorMetrics()
+        self.notifier = Notifier.from_environ()  # before any fork: children must not notify
+        self.status = StatusReporter(self.notifier, options.data_dir)
 
     # ---- signals -------------------------------------------------------------------------
 
@@ -86,14 +91,14 @@ class Arbiter:
 
     def run(self) -> int:
         self.install_signal_handlers()
-        self.spawn_api()
-        for child in self.workers:
-            self.spawn_worker(child)
-        notify("READY=1", f"STATUS={len(self.pipelines)} pipelines on "
-                          f"{len(self.workers)} workers")
-        log.info("supervisor ready pipelines=%d workers=%d", len(self.pipelines), len(self.workers))
+        self.write_slot_report()  # removes the report of an earlier run
+        for child in self.children():
+            self.spawn(child)
+        log.info("supervisor started pipelines=%d workers=%d", len(self.pipelines),
+                 len(self.workers))
         while True:
             self.wait_for_events()
+            self.notifier.ping_watchdog(time.monotonic())
             if self.handle_signals():
                 return 1
             self.reap_exited()
@@ -104,6 +109,8 @@ class Arbiter:
                 continue
             self.respawn_due()
             self.check_heartbeats()
+            self.check_boots()
+            self.report_status(time.monotonic())
             self.update_metrics()
 
     def wait_for_events(self) -> None:
@@ -117,9 +124,13 @@ class Arbiter:
             pass
 
     def next_timer_s(self) -> float:
-        """Sleep at most a second, less when a respawn is due sooner."""
-        due = [c.respawn_at for c in self.children() if c.respawn_at is not None]
-        return max(0.0, min([1.0] + [at - time.monotonic() for at in due]))
+        """Sleep at most a second, less when a respawn or a watchdog ping is due sooner."""
+        now = time.monotonic()
+        due = [c.respawn_at - now for c in self.children() if c.respawn_at is not None]
+        ping_in_s = self.notifier.next_ping_in_s(now)
+        if ping_in_s is not None:
+            due.append(ping_in_s)
+        return max(0.0, min([1.0, *due]))
 
     def handle_signals(self) -> bool:
         """Returns True when the supervisor must exit now."""
@@ -189,22 +200,38 @@ class Arbiter:
         if self.options.config is None:
             log.info("SIGHUP received; no --config to reload")
             return
+        self.status.reloading()
         try:
             specs = file_specs(self.options.config)
             desired = sync_specs(self.options.data_dir, specs, time.time())  # closes state
         except (OSError, ValueError, StateError) as exc:
             log.error("config reload failed, nothing changed: %s", exc)
+            self.status.reloaded()
             return
         changes = desired_changes(self.pipelines, desired)
         for name, message in changes:
             self.tell_owner(name, message)
         self.pipelines = desired
         log.info("config reloaded pipelines=%d changed=%d", len(desired), len(changes))
+        self.status.reloaded()
 
     # ---- children ------------------------------------------------------------------------
 
     def children(self) -> list[Child]:
         return [self.api, *self.workers]
+
+    def spawn(self, child: Child) -> None:
+        """Start the child's process; a fork that fails counts as a failed boot."""
+        try:
+            if child.slot is None:
+                self.spawn_api()
+            else:
+                self.spawn_worker(child)
+        except OSError as exc:
+            if child.process is not None:
+                return  # it started and died at once: reaped and counted like any exit
+            log.error("cannot start child name=%s: %s", child.name, exc)
+            self.schedule_respawn(child, None, booted=False)
 
     def spawn_api(self) -> None:
         from api.main import api_main
@@ -233,8 +260,9 @@ class Arbiter:
                 parent_conn.send(("assign", name, generation))
 
     def start_child(self, child: Child, target: Any, args: tuple[Any, ...]) -> None:
-        child.process = CTX.Process(target=target, args=args, name=child.name, daemon=False)
-        child.process.start()
+        process = CTX.Process(target=target, args=args, name=child.name, daemon=False)
+        process.start()  # OSError when fork fails (process or memory limits)
+        child.process = process
         child.started_at = time.monotonic()
         child.started_wall = time.time()
         child.aborted_at = None
@@ -253,21 +281,53 @@ class Arbiter:
                 child.conn = None
             multiprocess.mark_process_dead(child.name)
             if self.stopping_deadline is None:
-                self.schedule_respawn(child, code)
+                lived_s = time.monotonic() - child.started_at
+                log.warning("child exited name=%s code=%s lived_s=%.1f", child.name, code, lived_s)
+                self.schedule_respawn(child, code, self.booted(child, lived_s))
 
-    def schedule_respawn(self, child: Child, code: int | None) -> None:
+    def schedule_respawn(self, child: Child, code: int | None, booted: bool) -> None:
         """Respawn soon after a crash of a child that had booted; back off on boot failures."""
-        lived_s = time.monotonic() - child.started_at
-        if self.booted(child, lived_s):
+        if booted:
             child.backoff.reset_after_success()
+        else:
+            child.boot_failures += 1
+            child.failing_since = child.failing_since or time.time()
+        child.last_exit_code = code
         delay = child.backoff.next_delay()
         child.respawn_at = time.monotonic() + delay
         child.restarts += 1
         self.metrics.restarted(child.name)
-        flapping = child.backoff.attempts >= BOOT_FAILURES_REPORTED
-        level = logging.ERROR if flapping else logging.WARNING
-        log.log(level, "child exited name=%s code=%s lived_s=%.1f restarts=%d respawn_in_s=%.1f",
-                child.name, code, lived_s, child.restarts, delay)
+        log.info("child respawn scheduled name=%s restarts=%d respawn_in_s=%.1f",
+                 child.name, child.restarts, delay)
+        if child.boot_failures >= BOOT_FAILURES_REPORTED:
+            log.error("%s cannot boot: died %d times in a row before it was up (last exit code "
+                      "%s); next attempt in %.0fs, reported in /health", child.name,
+                      child.boot_failures, code, delay)
+            self.write_slot_report()
+
+    def check_boots(self) -> None:
+        """A child that failed to boot is fine again once its new process is up."""
+        for child in self.children():
+            if not child.boot_failures or child.process is None:
+                continue
+            if self.booted(child, time.monotonic() - child.started_at):
+                log.info("child booted after failures name=%s boot_failures=%d", child.name,
+                         child.boot_failures)
+                reported = child.boot_failures >= BOOT_FAILURES_REPORTED
+                child.boot_failures, child.failing_since = 0, None
+                if reported:
+                    self.write_slot_report()
+
+    def failing(self) -> list[Child]:
+        return [c for c in self.children() if c.boot_failures >= BOOT_FAILURES_REPORTED]
+
+    def write_slot_report(self) -> None:
+        failures = [SlotFailure(c.name, c.boot_failures, c.last_exit_code, c.failing_since or 0.0)
+                    for c in self.failing() if c.slot is not None]
+        try:
+            write_slot_report(self.options.data_dir, failures)
+        except OSError as exc:
+            log.error("cannot write the worker slot report for /health: %s", exc)
 
     def booted(self, child: Child, lived_s: float) -> bool:
         """A worker booted once its data loop stamped a heartbeat; the api after a few seconds."""
@@ -280,12 +340,11 @@ class Arbiter:
         for child in self.children():
             if child.process is None and child.respawn_at is not None and now >= child.respawn_at:
                 child.respawn_at = None
-                if child.slot is None:
-                    self.spawn_api()
-                else:
-                    self.spawn_worker(child)
+                self.spawn(child)
 
     def check_heartbeats(self) -> None:
+        """A worker whose data loop went silent gets SIGABRT (faulthandler dumps its stacks
+        into the log), then SIGKILL if it is still there after a grace period."""
         now_wall, now = time.time(), time.monotonic()
         for child in self.workers:
             if child.process is None or child.slot is None:
@@ -293,14 +352,32 @@ class Arbiter:
             if child.aborted_at is not None:
                 if now - child.aborted_at > ABORT_GRACE_S:
                     log.error("stuck worker did not exit; killing name=%s", child.name)
-                    os.kill(child.process.pid, signal.SIGKILL)
+                    child.aborted_at = now  # asked again only after another grace period
+                    self.signal_child(child, signal.SIGKILL)
                 continue
             age_s = now_wall - self.heartbeats[child.slot]
-            if age_s > HEARTBEAT_TIMEOUT_S:
+            if age_s > self.options.heartbeat_timeout_s:
                 log.error("worker stuck name=%s heartbeat_age_s=%.1f; sending SIGABRT for stacks",
                           child.name, age_s)
                 child.aborted_at = now
-                os.kill(child.process.pid, signal.SIGABRT)
+                self.signal_child(child, signal.SIGABRT)
+                self.signal_child(child, signal.SIGCONT)  # a stopped process acts on it then
+
+    def signal_child(self, child: Child, signum: int) -> None:
+        try:
+            os.kill(child.process.pid, signum)
+        except ProcessLookupError:
+            pass  # exited meanwhile: reaped at the next turn
+
+    def report_status(self, now: float) -> None:
+        """READY=1 and STATUS= for systemd, every few seconds (see StatusReporter)."""
+        if self.status.due(now):
+            workers = [WorkerState(c.name, c.process.pid if c.process else None, self.is_up(c))
+                       for c in self.workers]
+            self.status.report(now, workers, [c.name for c in self.failing()])
+
+    def is_up(self, child: Child) -> bool:
+        return child.process is not None and self.booted(child, time.monotonic() - child.started_at)
 
     def update_metrics(self) -> None:
         views = [WorkerView(c.name, c.process is not None, self.heartbeats[c.slot or 0])
@@ -313,7 +390,7 @@ class Arbiter:
     def begin_stop(self) -> None:
         timeout_s = self.options.drain_timeout_s
         log.info("draining drain_timeout_s=%.0f", timeout_s)
-        notify("STOPPING=1", "STATUS=draining")
+        self.notifier.stopping()
         self.stopping_deadline = time.monotonic() + timeout_s + 5.0
         for child in self.workers:
             if child.conn is not None:

@@ -1,12 +1,14 @@
 """``deltaforge``: run the service, or validate pipeline files.
 
     deltaforge --config PATH [--api-addr HOST:PORT] [--data-dir DIR] [--workers N]
+               [--drain-timeout-s S] [--heartbeat-timeout-s S] [--log-level LEVEL]
     deltaforge validate PATH
 """
 
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import logging
 import os
 import shutil
@@ -54,11 +56,16 @@ def parse_run_options(args: list[str]) -> Options:
     parser.add_argument("--workers", type=int, default=default_workers(), help="worker processes")
     parser.add_argument("--drain-timeout-s", type=float, default=30.0, help="graceful stop budget")
     parser.add_argument("--log-level", default=os.environ.get("DELTAFORGE_LOG_LEVEL", "info"))
+    parser.add_argument("--heartbeat-timeout-s", type=float, default=30.0,
+                        help="a worker whose data loop is silent this long is stuck: its "
+                             "stacks are dumped (SIGABRT), then it is killed and restarted")
     ns = parser.parse_args(args)
     if ns.workers < 1:
         raise ValueError("--workers must be at least 1")
+    if ns.heartbeat_timeout_s <= 0:
+        raise ValueError("--heartbeat-timeout-s must be above 0")
     return Options(ns.config, parse_addr(ns.api_addr), ns.data_dir.resolve(), ns.workers,
-                   ns.drain_timeout_s, ns.log_level)
+                   ns.drain_timeout_s, ns.log_level, ns.heartbeat_timeout_s)
 
 
 def validate(args: list[str]) -> int:
@@ -75,6 +82,7 @@ def validate(args: list[str]) -> int:
 
 
 def run(options: Options) -> int:
+    faulthandler.enable(all_threads=True)  # systemd's watchdog sends SIGABRT: stacks to the log
     metrics_dir = prepare_metrics_dir(options.data_dir)
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
     from supervisor.logs import setup_logging

@@ -15,6 +15,7 @@ class Options:
     workers: int
     drain_timeout_s: float
     log_level: str
+    heartbeat_timeout_s: float = 30.0  # a worker silent this long is stuck: SIGABRT, SIGKILL
 
 
 def parse_addr(text: str) -> tuple[str, int]:

@@ -6,9 +6,11 @@ the control pipe and a wake-up fd (set by source threads when rows arrive).
 
 from __future__ import annotations
 
+import faulthandler
 import logging
 import os
 import signal
+import sys
 import time
 from multiprocessing.connection import Connection, wait
 from pathlib import Path
@@ -175,6 +177,7 @@ class Worker:
 
 def worker_main(slot: int, conn: Connection, data_dir: Path, heartbeats: Any) -> None:
     """Entry point of a forked worker process."""
+    faulthandler.enable(file=sys.stderr, all_threads=True)  # SIGABRT of a stuck worker: stacks
     code = 1
     try:
         code = Worker(slot, conn, data_dir, heartbeats).run()
