@@ -249,7 +249,8 @@ class Arbiter:
         assert child.slot is not None
         self.heartbeats[child.slot] = time.time()
         self.start_child(child, worker_main,
-                         (child.slot, child_conn, self.options.data_dir, self.heartbeats))
+                         (child.slot, child_conn, self.options.data_dir, self.heartbeats,
+                          self.options.stream_sharing))
         child_conn.close()
         child.conn = parent_conn
         pending, child.pending = child.pending, []

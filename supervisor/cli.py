@@ -2,6 +2,7 @@
 
     deltaforge --config PATH [--api-addr HOST:PORT] [--data-dir DIR] [--workers N]
                [--drain-timeout-s S] [--heartbeat-timeout-s S] [--log-level LEVEL]
+               [--stream-sharing on|off]
     deltaforge validate PATH
 """
 
@@ -59,13 +60,17 @@ def parse_run_options(args: list[str]) -> Options:
     parser.add_argument("--heartbeat-timeout-s", type=float, default=30.0,
                         help="a worker whose data loop is silent this long is stuck: its "
                              "stacks are dumped (SIGABRT), then it is killed and restarted")
+    parser.add_argument("--stream-sharing", choices=("on", "off"), default="on",
+                        help="one binlog stream per MySQL server per worker, shared by its "
+                             "pipelines (off: one binlog connection per pipeline)")
     ns = parser.parse_args(args)
     if ns.workers < 1:
         raise ValueError("--workers must be at least 1")
     if ns.heartbeat_timeout_s <= 0:
         raise ValueError("--heartbeat-timeout-s must be above 0")
     return Options(ns.config, parse_addr(ns.api_addr), ns.data_dir.resolve(), ns.workers,
-                   ns.drain_timeout_s, ns.log_level, ns.heartbeat_timeout_s)
+                   ns.drain_timeout_s, ns.log_level, ns.heartbeat_timeout_s,
+                   ns.stream_sharing == "on")
 
 
 def validate(args: list[str]) -> int:

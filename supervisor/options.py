@@ -16,6 +16,7 @@ class Options:
     drain_timeout_s: float
     log_level: str
     heartbeat_timeout_s: float = 30.0  # a worker silent this long is stuck: SIGABRT, SIGKILL
+    stream_sharing: bool = True  # one binlog stream per server per worker
 
 
 def parse_addr(text: str) -> tuple[str, int]:

@@ -22,17 +22,22 @@ from state.stores import SEP, CheckpointStore, SpecStore
 from state.writer import GroupCommitWriter
 from workers.metrics import use_process_identity
 from workers.runner import PipelineRunner
+from workers.source.shared import StreamRegistry
 from workers.waker import Waker
 
 log = logging.getLogger(__name__)
 MAX_SLEEP_S = 0.5
+STREAM_REPORT_INTERVAL_S = 1.0
 
 
 class Worker:
     """The worker's loop: control messages, pipeline steps, heartbeat, sleep."""
 
-    def __init__(self, slot: int, conn: Connection, data_dir: Path, heartbeats: Any) -> None:
+    def __init__(self, slot: int, conn: Connection, data_dir: Path, heartbeats: Any,
+                 streams: StreamRegistry) -> None:
         self.slot = slot
+        self.streams = streams
+        self.streams_reported_at = 0.0
         self.conn = conn
         self.data_dir = data_dir
         self.heartbeats = heartbeats
@@ -55,6 +60,7 @@ class Worker:
             self.handle_signals()
             self.handle_control()
             self.step_pipelines()
+            self.report_streams()
             self.stamp_heartbeat()
             self.sleep()
         self.drain()
@@ -121,7 +127,7 @@ class Worker:
             return
         self.forget_removed_sinks(name, set(spec.sink_ids()))
         runner = PipelineRunner(spec, generation, self.slot, self.checkpoints, self.writer,
-                                self.waker)
+                                self.waker, self.streams)
         self.runners[name] = runner
         runner.begin_start()
 
@@ -155,6 +161,12 @@ class Worker:
         for runner in self.runners.values():
             runner.step(now)
 
+    def report_streams(self) -> None:
+        now = time.time()
+        if now - self.streams_reported_at >= STREAM_REPORT_INTERVAL_S:
+            self.streams_reported_at = now
+            self.streams.report_metrics(now)
+
     def stamp_heartbeat(self) -> None:
         self.heartbeats[self.slot] = time.time()
 
@@ -175,12 +187,13 @@ class Worker:
         log.info("worker stopped slot=%d", self.slot)
 
 
-def worker_main(slot: int, conn: Connection, data_dir: Path, heartbeats: Any) -> None:
+def worker_main(slot: int, conn: Connection, data_dir: Path, heartbeats: Any,
+                stream_sharing: bool) -> None:
     """Entry point of a forked worker process."""
     faulthandler.enable(file=sys.stderr, all_threads=True)  # SIGABRT of a stuck worker: stacks
     code = 1
     try:
-        code = Worker(slot, conn, data_dir, heartbeats).run()
+        code = Worker(slot, conn, data_dir, heartbeats, StreamRegistry(slot, stream_sharing)).run()
     except Exception:
         log.exception("worker crashed slot=%d", slot)
     finally:

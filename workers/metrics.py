@@ -165,7 +165,6 @@ class PipelineMetrics:
         self.pipeline = pipeline
         self.f = families()
         self._tables: set[str] = set()
-        self._heartbeats_seen = 0
 
     def status(self, status: str) -> None:
         self.f.pipeline_status.labels(self.pipeline).set(STATUS_VALUES[status])
@@ -191,15 +190,13 @@ class PipelineMetrics:
         last_ms = events[-1].ts_ms if events else 0
         self.f.source_lag.labels(self.pipeline).set(max(0.0, now - last_ms / 1000))
 
-    def source_idle(self, heartbeats: int, drained: bool) -> None:
-        """A binlog heartbeat arrived (the server had nothing more to send) and everything read
-        before it was handed to the sinks: the pipeline is caught up, so its lag is 0."""
-        if heartbeats in (0, self._heartbeats_seen) or not drained:  # 0: a new reader
-            return
-        self._heartbeats_seen = heartbeats
-        self.f.source_lag.labels(self.pipeline).set(0.0)
+    def source_progress(self, ts_ms: int) -> None:
+        """The source passed a point with nothing for this pipeline and everything before it
+        was delivered: the lag is the source's own (0 at a binlog heartbeat), for every table."""
+        lag_s = max(0.0, time.time() - ts_ms / 1000)
+        self.f.source_lag.labels(self.pipeline).set(lag_s)
         for table in self._tables:
-            self.f.table_lag.labels(self.pipeline, table).set(0.0)
+            self.f.table_lag.labels(self.pipeline, table).set(lag_s)
 
     def sink_acked(self, sink: str, required: bool, events: int, size: int, latency_s: float,
                    first_ts_ms: int) -> None:

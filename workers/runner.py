@@ -40,15 +40,17 @@ from workers.sinks.errors import SinkEventError
 from workers.sinks.kafka import KafkaSink
 from workers.sinks.kafka_txn import TransactionalKafkaSink
 from workers.source.errors import SourceError
-from workers.source.items import take_events
+from workers.source.items import Progress, take_events
 from workers.source.mysql import BinlogReader, current_binlog_end
 from workers.source.reachability import verify_position
+from workers.source.shared import StreamRegistry, Subscription
 from workers.waker import Waker, WakingQueue
 
 log = logging.getLogger(__name__)
 SOURCE_QUEUE_ITEMS = 256
 SINK_CONNECT_TIMEOUT_S = 10.0
 STATUS_WRITE_INTERVAL_S = 1.0
+IDLE_CHECKPOINT_INTERVAL_S = 5.0
 
 
 class PipelineFailure(Exception):
@@ -100,8 +102,9 @@ class PipelineRunner:
     """Runs one pipeline: source reader, batcher, sinks, checkpoints, status."""
 
     def __init__(self, spec: PipelineSpec, generation: int, slot: int, checkpoints: CheckpointStore,
-                 writer: GroupCommitWriter, wake: Waker) -> None:
+                 writer: GroupCommitWriter, wake: Waker, sources: StreamRegistry) -> None:
         self.spec = spec
+        self.sources = sources
         self.name = spec.name
         self.generation = generation
         self.slot = slot
@@ -130,8 +133,11 @@ class PipelineRunner:
 
     def _reset_data_path(self) -> None:
         self.sinks: dict[str, SinkState] = {}
-        self.reader: BinlogReader | None = None
+        self.reader: BinlogReader | Subscription | None = None
         self.queue: WakingQueue = WakingQueue(SOURCE_QUEUE_ITEMS, self.wake)
+        self.progress: Progress | None = None  # the source passed here with nothing for us
+        self._idle_checkpoint_at = 0.0
+        self._lag_reported_ms = 0
         exactly_once = any(sink.config.exactly_once for sink in self.spec.spec.sinks)
         self.batcher = Batcher(self.spec.spec.batch, split_large_transactions=not exactly_once)
         self.inflight: deque[InFlight] = deque()
@@ -196,7 +202,8 @@ class PipelineRunner:
         if self._started is None:
             return
         self.sinks, start = self._started
-        self.reader = BinlogReader(self.name, self.spec.spec.source.config, start, self.queue)
+        self.reader = self.sources.open(self.name, self.spec.spec.source.config, start,
+                                        self.queue)
         self.reader.start()
         self.state = "running"
         self.dlq_blocked = False
@@ -285,12 +292,35 @@ class PipelineRunner:
                     break
                 self._send(batch)
         self._collect(now, poll_s=0.0)
-        if self.reader is not None:
-            drained = self.queue.empty() and not self.batcher.pending_events()
-            self.metrics.source_idle(self.reader.heartbeats, drained)
+        if self.progress is not None:
+            self._checkpoint_idle(now, self.progress)
 
     def _pull_source(self, now: float, budget: int) -> None:
-        self.batcher.add(take_events(self.queue, budget, self._record_table), now)
+        self.batcher.add(take_events(self.queue, budget, self._record_table, self._on_progress),
+                         now)
+
+    def _on_progress(self, progress: Progress | None) -> None:
+        self.progress = progress
+
+    def _checkpoint_idle(self, now: float, progress: Progress) -> None:
+        """Nothing of ours is buffered or unacknowledged and the source passed ``progress``:
+        sinks checkpoint there (every few seconds), so a restart does not re-read what other
+        tables wrote meanwhile, and the lag is the source's."""
+        if self.batcher.pending_events() or self.inflight or self.unsent is not None:
+            return
+        if progress.ts_ms != self._lag_reported_ms:
+            self._lag_reported_ms = progress.ts_ms
+            self.metrics.source_progress(progress.ts_ms)
+        if now - self._idle_checkpoint_at < IDLE_CHECKPOINT_INTERVAL_S:
+            return
+        self._idle_checkpoint_at = now
+        cutoff = progress.position.sort_key()
+        for sink_id, state in self.sinks.items():
+            if state.detached or state.sink.transactional:
+                continue  # exactly-once positions move only inside a transaction with data
+            if state.position.sort_key() < cutoff:
+                state.position = progress.position
+                self._write_checkpoint(sink_id, progress.position, events=0)
 
     def _send(self, batch: Batch) -> None:
         self.metrics.batch_read(batch.events, batch.size_bytes)
