@@ -73,7 +73,7 @@ def _binlog_status(cur: Any) -> Any:
     return cur.fetchone()
 
 
-class _Stopped(Exception):
+class StopReading(Exception):
     """Raised inside the reader thread once ``stop()`` was called or it handed over."""
 
 
@@ -95,9 +95,6 @@ class BinlogFollower:
         self._stream_conn: Any = None
         self._stream_connects = 0
         self._backoff = Backoff(initial_s=0.5, max_s=30.0)
-        # The server sends a heartbeat only when it has had nothing to send for heartbeat_s:
-        # every event before it was handled, so the reader is at the end of the binlog.
-        self.heartbeats = 0
 
     @property
     def reconnects(self) -> int:
@@ -135,13 +132,13 @@ class BinlogFollower:
         while not self._stop.is_set():
             try:
                 self._read_session()
-            except _Stopped:
+            except StopReading:
                 break
             except Exception as exc:  # top of the reader loop: classify, then retry or report
                 try:
                     if not self._handle_failure(classify(exc, self._dsn)):
                         return
-                except _Stopped:
+                except StopReading:
                     break
         log.info("binlog reader stopped name=%s position=%s", self._name, self.resume_position)
 
@@ -193,7 +190,7 @@ class BinlogFollower:
     def _connect_counted(self, **settings: Any) -> Any:
         """pymysql.connect for the library; counts stream (re)connections, refuses after stop."""
         if self._stop.is_set():
-            raise _Stopped
+            raise StopReading
         conn = pymysql.connect(**settings)
         if "cursorclass" not in settings:  # the library's control connection sets one
             self._stream_connects += 1
@@ -252,9 +249,8 @@ class BinlogReader(BinlogFollower):
         stop = self._stop
         for event in stream:
             if stop.is_set():
-                raise _Stopped
+                raise StopReading
             if type(event) is HeartbeatLogEvent:
-                self.heartbeats += 1
                 self._report_progress()
             handle(event)
             if self._handover is not None and isinstance(event, _BOUNDARY_EVENTS):
@@ -262,7 +258,8 @@ class BinlogReader(BinlogFollower):
         raise SourceUnreachableError(f"{self._dsn.address} ended the binlog stream")
 
     def _report_progress(self) -> None:
-        """At the binlog's end (a heartbeat) between transactions: tell the pipeline."""
+        """At the binlog's end between transactions: tell the pipeline. (The server sends a
+        heartbeat only when it had nothing to send for ``heartbeat_s``.)"""
         if self._router.at_boundary:
             try:
                 self._out.put_nowait(Progress(self._router.resume_position,
@@ -275,7 +272,7 @@ class BinlogReader(BinlogFollower):
         if self._router.at_boundary and self._handover(self._router.resume_position):
             self.handed_over = True
             self._stop.set()
-            raise _Stopped
+            raise StopReading
 
     def _on_fatal(self, error: SourceError) -> None:
         self._put_item(SourceFailure(error))
@@ -295,7 +292,7 @@ class BinlogReader(BinlogFollower):
                 return
             except queue.Full:
                 if self._stop.is_set():
-                    raise _Stopped from None
+                    raise StopReading from None
 
 
 def _shutdown(conn: Any) -> None:
