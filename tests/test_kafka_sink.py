@@ -257,33 +257,40 @@ def client_errors(caplog: pytest.LogCaptureFixture) -> dict[str, list[logging.Lo
 def test_pipelines_share_a_producer_and_each_get_their_own_outcomes(
         kafka: Any, prefix: str) -> None:
     """Two pipelines' sinks (different sink ids) on one producer, polled only through one of
-    them: each gets exactly its own batches, successes and a broker-side rejection alike, and
-    each topic holds exactly its pipeline's events."""
+    them: each gets exactly its own batches, successes and a broker-side rejection alike; the
+    rejection leaves the producer working for both; each topic holds exactly its pipeline's
+    events."""
     kafka.create_topic(f"{prefix}.b.items")
     kafka.create_topic(f"{prefix}.b.small", config={"max.message.bytes": "1000"})
     pool = ProducerPool()
     a = KafkaSink("pipe-a", "acme", spec(kafka.bootstrap, f"{prefix}.shop.orders"), pool=pool)
     b = KafkaSink("pipe-b", "beta", KafkaConfigSpec(
         id="audit", brokers=kafka.bootstrap, topic=prefix + ".b.${source.table}"), pool=pool)
-    a_events = [make_event("orders", row_id, 1) for row_id in range(1, 21)]
-    b_events = [make_event("items", row_id, 2) for row_id in range(1, 6)]
-    too_big = make_event("small", 1, 2, after={"id": 1, "blob": os.urandom(3000)})
+    a_events = [make_event("orders", row_id, version)
+                for version in (1, 2) for row_id in range(1, 11)]
+    b_events = [make_event("items", row_id, version)
+                for version in (3, 4) for row_id in range(1, 6)]
+    too_big = make_event("small", 1, 3, after={"id": 1, "blob": os.urandom(3000)})
     try:
         assert len(pool) == 1
         a.send_batch(1, a_events[:10])
-        b.send_batch(1, b_events)
-        a.send_batch(2, a_events[10:])
+        b.send_batch(1, b_events[:5])
+        a.send_batch(2, a_events[10:15])
         b.send_batch(2, [too_big])
-        a_outcomes, b_outcomes = drain_through(a, [a, b], 30.0)
+        first = drain_through(a, [a, b], 30.0)
+        a.send_batch(3, a_events[15:])
+        b.send_batch(3, b_events[5:])
+        second = drain_through(b, [a, b], 30.0)
     finally:
         a.close()
         b.close()
     assert len(pool) == 0
 
-    assert summary(a_outcomes) == [(1, 10, 0), (2, 10, 0)]
-    assert summary(b_outcomes) == [(1, 5, 0), (2, 0, 1)]
-    assert [o.error for o in a_outcomes] == [None, None] and b_outcomes[0].error is None
-    assert b_outcomes[1].error is not None and "too large" in b_outcomes[1].error.lower()
+    assert summary(first[0] + second[0]) == [(1, 10, 0), (2, 5, 0), (3, 5, 0)]
+    assert summary(first[1] + second[1]) == [(1, 5, 0), (2, 0, 1), (3, 5, 0)]
+    rejected = first[1][1].error
+    assert rejected is not None and "too large" in rejected.lower()
+    assert [o.error for o in first[0] + second[0] + second[1]] == [None] * 4
     a_records = read_topic(kafka.bootstrap, f"{prefix}.shop.orders", len(a_events), 30.0)
     assert event_ids_of(a_records, "pipe-a") == ids(a_events)
     b_records = read_topic(kafka.bootstrap, f"{prefix}.b.items", len(b_events), 30.0)
