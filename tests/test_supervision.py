@@ -310,8 +310,8 @@ def test_stuck_worker_dumps_its_stacks_is_replaced_and_nothing_is_lost(
 @pytest.mark.services
 def test_sigterm_with_open_batches_drains_and_a_restart_loses_nothing(
         mariadb: Any, kafka: Any, tmp_path: Path) -> None:
-    """Two pipelines on two workers with 3 s batches, so every SIGTERM finds events waiting in
-    an open batch: the service exits 0 within the drain timeout; after a restart Kafka holds
+    """Two pipelines under a steady load with 3 s batches, so the SIGTERM finds events waiting
+    in open batches: the service exits 0 within the drain timeout; after a restart Kafka holds
     every committed change exactly once (a clean drain leaves nothing to replay)."""
     dbs = [unique("drain_a"), unique("drain_b")]
     topics = [create_table(mariadb, kafka, db) for db in dbs]
