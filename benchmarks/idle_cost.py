@@ -9,8 +9,9 @@ settings) through a ``ProducerPool``, shared (the product's default) or ``shared
 producer per sink, as before sharing). Each sink checks its connection and delivers one event,
 as a pipeline does when it starts, then all sit idle while the loop polls every sink every
 ``workers.main.MAX_SLEEP_S`` (the idle worker loop's rate). Reported: RSS (VmRSS) and threads
-(/proc/self/status) and CPU (getrusage, all threads, librdkafka's included) over the
-measurement window. Kafka: ``KAFKA_BROKERS`` if set, otherwise a private broker on free ports.
+(/proc/self/status), open file descriptors and sockets (/proc/self/fd) and CPU (getrusage, all
+threads, librdkafka's included) over the measurement window.
+Kafka: ``KAFKA_BROKERS`` if set, otherwise a private broker on free ports.
 """
 
 from __future__ import annotations
@@ -99,7 +100,8 @@ def run_case(mode: str, sinks: int, bootstrap: str, measure_s: float) -> dict[st
         raise RuntimeError(f"case {mode} {sinks} failed:\n{done.stderr[-4000:]}")
     case: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
     print(f"{mode:>8} sinks={sinks:<4} rss_mib={case['rss_kib'] / 1024:7.1f} "
-          f"threads={case['threads']:<5} cpu={case['cpu_percent']:.2f}%", flush=True)
+          f"threads={case['threads']:<5} sockets={case['sockets']:<5} "
+          f"cpu={case['cpu_percent']:.2f}%", flush=True)
     return case
 
 
@@ -115,7 +117,7 @@ def measure_case(mode: str, count: int, bootstrap: str, measure_s: float) -> dic
         status = proc_status()
         return {"mode": mode, "sinks": count,
                 "producers": len(pool) if pool.shared else count,
-                "rss_kib": status["VmRSS"], "threads": status["Threads"],
+                "rss_kib": status["VmRSS"], "threads": status["Threads"], **open_fds(),
                 "cpu_s": round(cpu_s, 4), "wall_s": round(wall_s, 3),
                 "cpu_percent": round(100 * cpu_s / wall_s, 3)}
     finally:
@@ -165,6 +167,18 @@ def proc_status() -> dict[str, int]:
     return values
 
 
+def open_fds() -> dict[str, int]:
+    """Open file descriptors, and how many of them are sockets (broker connections)."""
+    fd_dir = Path("/proc/self/fd")
+    targets = []
+    for fd in os.listdir(fd_dir):
+        try:
+            targets.append(os.readlink(fd_dir / fd))
+        except OSError:
+            continue  # closed meanwhile (the listing's own fd)
+    return {"fds": len(targets), "sockets": sum(t.startswith("socket:") for t in targets)}
+
+
 def idle_event(index: int) -> ChangeEvent:
     return ChangeEvent(
         event_id=f"1:bin.000001:{index}:0", op="c", db="bench", table="idle", before=None,
@@ -193,13 +207,13 @@ def summarize(cases: list[dict[str, Any]], measure_s: float,
 
 
 def print_table(report: dict[str, Any]) -> None:
-    print("\n| producers | sinks | producers open | RSS MiB | threads | CPU % of a core "
-          "| RSS KiB / sink | threads / sink |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    print("\n| producers | sinks | producers open | RSS MiB | threads | fds | sockets "
+          "| CPU % of a core | RSS KiB / sink | threads / sink |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for c in report["cases"]:
         print(f"| {c['mode']} | {c['sinks']} | {c['producers']} | {c['rss_kib'] / 1024:.1f} "
-              f"| {c['threads']} | {c['cpu_percent']:.2f} | {c.get('rss_kib_per_sink', '-')} "
-              f"| {c.get('threads_per_sink', '-')} |")
+              f"| {c['threads']} | {c['fds']} | {c['sockets']} | {c['cpu_percent']:.2f} "
+              f"| {c.get('rss_kib_per_sink', '-')} | {c.get('threads_per_sink', '-')} |")
 
 
 def machine() -> dict[str, Any]:
