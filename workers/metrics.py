@@ -190,10 +190,11 @@ class PipelineMetrics:
         last_ms = events[-1].ts_ms if events else 0
         self.f.source_lag.labels(self.pipeline).set(max(0.0, now - last_ms / 1000))
 
-    def source_progress(self, ts_ms: int) -> None:
+    def source_progress(self, ts_ms: int | None) -> None:
         """The source passed a point with nothing for this pipeline and everything before it
-        was delivered: the lag is the source's own (0 at a binlog heartbeat), for every table."""
-        lag_s = max(0.0, time.time() - ts_ms / 1000)
+        was delivered: the lag is the source's own (``ts_ms`` of its last event; None: it is
+        at the end of the binlog, lag 0), for every table."""
+        lag_s = 0.0 if ts_ms is None else max(0.0, time.time() - ts_ms / 1000)
         self.f.source_lag.labels(self.pipeline).set(lag_s)
         for table in self._tables:
             self.f.table_lag.labels(self.pipeline, table).set(lag_s)

@@ -310,7 +310,7 @@ class PipelineRunner:
             return
         if progress.ts_ms != self._lag_reported_ms:
             self._lag_reported_ms = progress.ts_ms
-            self.metrics.source_progress(progress.ts_ms)
+            self.metrics.source_progress(None if progress.at_end else progress.ts_ms)
         if now - self._idle_checkpoint_at < IDLE_CHECKPOINT_INTERVAL_S:
             return
         self._idle_checkpoint_at = now

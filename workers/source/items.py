@@ -28,10 +28,12 @@ class TableSeen:
 @dataclass(frozen=True)
 class Progress:
     """The source passed ``position`` with no rows for this pipeline since the last ones it
-    was given; ``ts_ms`` is the source time of the last event read there."""
+    was given; ``ts_ms`` is the source time of the last event read there, ``at_end`` says the
+    source is at the end of the binlog (a heartbeat came after that event)."""
 
     position: BinlogPosition
     ts_ms: int
+    at_end: bool
 
 
 SourceItem = list[ChangeEvent] | SourceFailure | TableSeen | Progress

@@ -263,7 +263,7 @@ class BinlogReader(BinlogFollower):
         if self._router.at_boundary:
             try:
                 self._out.put_nowait(Progress(self._router.resume_position,
-                                              int(time.time() * 1000)))
+                                              int(time.time() * 1000), at_end=True))
             except queue.Full:
                 pass  # the pipeline has rows to work on; it learns the position from them
 

@@ -403,7 +403,7 @@ class BinlogStream(BinlogFollower):
         self._progress_at = now
         assert self._tracker is not None
         ts_ms = int(time.time() * 1000) if self.at_end else self.last_event_ts_ms
-        progress = Progress(self._tracker.boundary, ts_ms)
+        progress = Progress(self._tracker.boundary, ts_ms, self.at_end)
         for sub in self._attached.values():
             if sub.emitter is not None and not sub.emitter.in_tx:
                 try:
