@@ -235,6 +235,9 @@ class PipelineRunner:
                 self._send(batch)
             while self.inflight and self._awaiting_acks() and time.monotonic() < deadline:
                 self._collect(time.monotonic(), poll_s=0.05)
+            if self.progress is not None:
+                self._idle_checkpoint_at = 0.0  # due now: the next start begins there
+                self._checkpoint_idle(time.monotonic(), self.progress)
         self._close_data_path(flush_timeout_s=max(0.0, deadline - time.monotonic()))
         self.state = final_status
         self._set_status(time.monotonic(), status=final_status)
