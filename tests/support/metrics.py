@@ -13,3 +13,11 @@ def metric_samples(text: str) -> dict[SampleKey, float]:
         for family in text_string_to_metric_families(text)
         for sample in family.samples
     }
+
+
+def summed(text: str, name: str, **labels: str) -> float | None:
+    """The sum of ``name``'s samples whose labels include ``labels``; None when there is none."""
+    wanted = set(labels.items())
+    values = [value for (sample, sample_labels), value in metric_samples(text).items()
+              if sample == name and wanted <= set(sample_labels)]
+    return sum(values) if values else None
