@@ -94,6 +94,16 @@ def run(options: Options) -> int:
 
     setup_logging(options.log_level)
     try:
+        return supervise(options)
+    finally:
+        # Write out the log queue now: at exit multiprocessing's finalizers close the queue's
+        # reader before logging's own shutdown runs, and the last records would be lost.
+        logging.shutdown()
+
+
+def supervise(options: Options) -> int:
+    """Import the config files, then run the arbiter until it stops."""
+    try:
         pipelines = import_config(options)
     except (OSError, ValueError) as exc:
         log.error("cannot start: %s", exc)
