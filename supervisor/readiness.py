@@ -168,6 +168,8 @@ class StatusReporter:
                 log.warning("cannot read pipeline states for the systemd status: %s", exc)
             self.counts_error = str(exc)
             return None
+        if self.counts_error is not None:
+            log.info("pipeline states readable again for the systemd status")
         self.counts_error = None
         return counts
 
