@@ -122,7 +122,8 @@ class KafkaSink:
             tracker.seal()
 
     def poll(self, timeout_s: float = 0.0) -> None:
-        """Serve delivery reports (and client errors) for up to ``timeout_s``."""
+        """Serve delivery reports and client errors for up to ``timeout_s``; on a shared
+        producer those of the other sinks too (each lands in its own sink's ledger)."""
         self._producer.poll(timeout_s)
 
     def take_completed(self) -> list[BatchOutcome]:
