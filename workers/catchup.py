@@ -21,7 +21,7 @@ from workers.batching import Batcher
 from workers.sinks.kafka import KafkaSink
 from workers.source.items import SourceItem, take_events
 from workers.source.mysql import BinlogReader
-from workers.waker import Waker, WakingQueue
+from workers.waker import Wake, WakingQueue
 
 log = logging.getLogger(__name__)
 QUEUE_ITEMS = 64
@@ -41,7 +41,7 @@ class SinkCatchup:
 
     def __init__(self, pipeline: str, source: MysqlConfigSpec, sink_spec: KafkaConfigSpec,
                  position: BinlogPosition, batcher: Batcher, open_sink: SinkFactory,
-                 checkpoint: Checkpoint, waker: Waker) -> None:
+                 checkpoint: Checkpoint, waker: Wake) -> None:
         self.pipeline, self.sink_spec, self.position = pipeline, sink_spec, position
         self.source = msgspec.structs.replace(
             source, server_id=catchup_server_id(source, sink_spec.id))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import faulthandler
 import logging
+import math
 import os
 import signal
 import sys
@@ -23,7 +24,7 @@ from state.writer import GroupCommitWriter
 from workers.metrics import use_process_identity
 from workers.runner import PipelineRunner
 from workers.source.shared import StreamRegistry
-from workers.waker import Waker
+from workers.waker import ReadyPipelines, Waker
 
 log = logging.getLogger(__name__)
 MAX_SLEEP_S = 0.5
@@ -43,6 +44,8 @@ class Worker:
         self.heartbeats = heartbeats
         self.parent_pid = os.getppid()
         self.waker = Waker()
+        self.ready = ReadyPipelines(self.waker)
+        self.due_at: dict[str, float] = {}  # when each pipeline's own timer is next due
         self.signals: list[int] = []
         self.runners: dict[str, PipelineRunner] = {}
         self.drain_timeout_s = 30.0
@@ -127,14 +130,16 @@ class Worker:
             return
         self.forget_removed_sinks(name, set(spec.sink_ids()))
         runner = PipelineRunner(spec, generation, self.slot, self.checkpoints, self.writer,
-                                self.waker, self.streams)
+                                self.ready.waker_for(name), self.streams)
         self.runners[name] = runner
+        self.due_at[name] = 0.0
         runner.begin_start()
 
     def unassign(self, name: str, final: str) -> None:
         """Drain the pipeline to ``final`` (paused, stopped); ``deleted`` also removes its
         status, checkpoints and schemas once the drain has written its last records."""
         runner = self.runners.pop(name, None)
+        self.due_at.pop(name, None)
         if runner is not None:
             runner.drain(time.monotonic() + self.drain_timeout_s,
                          "stopped" if final == "deleted" else final)  # type: ignore[arg-type]
@@ -156,10 +161,15 @@ class Worker:
             self.writer.flush()
 
     def step_pipelines(self) -> None:
+        """Step the pipelines that have work (woken by their source, starter or catch-up) or
+        whose own timer is due (batch deadline, acks to poll, retry); not all of them."""
         self.waker.clear()
         now = time.monotonic()
-        for runner in self.runners.values():
-            runner.step(now)
+        ready = self.ready.take()
+        for name, runner in self.runners.items():
+            if name in ready or now >= self.due_at[name]:
+                runner.step(now)
+                self.due_at[name] = now + runner.next_wakeup_s(now)
 
     def report_streams(self) -> None:
         now = time.time()
@@ -171,8 +181,8 @@ class Worker:
         self.heartbeats[self.slot] = time.time()
 
     def sleep(self) -> None:
-        now = time.monotonic()
-        timeout = min([MAX_SLEEP_S] + [r.next_wakeup_s(now) for r in self.runners.values()])
+        next_due = min(self.due_at.values(), default=math.inf)
+        timeout = min(MAX_SLEEP_S, next_due - time.monotonic())
         if timeout > 0:
             wait([self.conn, self.waker.fileno()], timeout)
 

@@ -44,7 +44,7 @@ from workers.source.items import Progress, take_events
 from workers.source.mysql import BinlogReader, current_binlog_end
 from workers.source.reachability import verify_position
 from workers.source.shared import StreamRegistry, Subscription
-from workers.waker import Waker, WakingQueue
+from workers.waker import Wake, WakingQueue
 
 log = logging.getLogger(__name__)
 SOURCE_QUEUE_ITEMS = 256
@@ -102,7 +102,7 @@ class PipelineRunner:
     """Runs one pipeline: source reader, batcher, sinks, checkpoints, status."""
 
     def __init__(self, spec: PipelineSpec, generation: int, slot: int, checkpoints: CheckpointStore,
-                 writer: GroupCommitWriter, wake: Waker, sources: StreamRegistry) -> None:
+                 writer: GroupCommitWriter, wake: Wake, sources: StreamRegistry) -> None:
         self.spec = spec
         self.sources = sources
         self.name = spec.name

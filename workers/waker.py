@@ -1,9 +1,16 @@
-"""A wake-up file descriptor: threads (and signal handlers) nudge the worker loop awake."""
+"""A wake-up file descriptor: threads (and signal handlers) nudge the worker loop awake, and
+say which pipeline has work, so the loop steps that one rather than all of them."""
 
 from __future__ import annotations
 
 import os
 import queue
+from collections import deque
+from typing import Protocol
+
+
+class Wake(Protocol):
+    def set(self) -> None: ...
 
 
 class Waker:
@@ -41,10 +48,44 @@ class Waker:
         os.close(self._write_fd)
 
 
+class ReadyPipelines:
+    """Names of pipelines that have work, appended from any thread, taken by the loop."""
+
+    def __init__(self, waker: Waker) -> None:
+        self.waker = waker
+        self._names: deque[str] = deque()  # append and popleft are atomic: no lock needed
+
+    def waker_for(self, name: str) -> PipelineWaker:
+        return PipelineWaker(name, self)
+
+    def mark(self, name: str) -> None:
+        self._names.append(name)
+        self.waker.set()
+
+    def take(self) -> set[str]:
+        names: set[str] = set()
+        while True:
+            try:
+                names.add(self._names.popleft())
+            except IndexError:
+                return names
+
+
+class PipelineWaker:
+    """Wakes the loop for one pipeline."""
+
+    def __init__(self, name: str, ready: ReadyPipelines) -> None:
+        self.name = name
+        self.ready = ready
+
+    def set(self) -> None:
+        self.ready.mark(self.name)
+
+
 class WakingQueue(queue.Queue):  # type: ignore[type-arg]
     """A bounded queue that wakes the worker loop when a source thread hands it something."""
 
-    def __init__(self, maxsize: int, wake: Waker) -> None:
+    def __init__(self, maxsize: int, wake: Wake) -> None:
         super().__init__(maxsize)
         self.wake = wake
 
