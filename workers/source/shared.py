@@ -61,8 +61,8 @@ class _Lagging(Exception):
 
 def stream_server_id(slot: int, key: ServerKey) -> int:
     """The stream's replica id: stable per worker slot and server, apart from pipelines' ids."""
-    host, port, _ = key
-    return 1 + zlib.crc32(f"stream/{slot}/{host}:{port}".encode()) % 4_000_000_000
+    host, port, server_id = key
+    return 1 + zlib.crc32(f"stream/{slot}/{host}:{port}/{server_id}".encode()) % 4_000_000_000
 
 
 def _sort_key(file: str, pos: int) -> tuple[int, str, int, int]:
