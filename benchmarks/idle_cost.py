@@ -8,7 +8,8 @@ it opens N ``KafkaSink``s of N pipelines (distinct pipeline and sink ids, same b
 settings) through a ``ProducerPool``, shared (the product's default) or ``shared=False`` (one
 producer per sink, as before sharing). Each sink checks its connection and delivers one event,
 as a pipeline does when it starts, then all sit idle while the loop polls every sink every
-``workers.main.MAX_SLEEP_S`` (the idle worker loop's rate). Reported: RSS (VmRSS) and threads
+``workers.main.MAX_SLEEP_S`` (at least as often as the worker loop steps an idle pipeline,
+whose timer is about a second). Reported: RSS (VmRSS) and threads
 (/proc/self/status), open file descriptors and sockets (/proc/self/fd) and CPU (getrusage, all
 threads, librdkafka's included) over the measurement window.
 Kafka: ``KAFKA_BROKERS`` if set, otherwise a private broker on free ports.
