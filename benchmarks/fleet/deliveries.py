@@ -26,6 +26,7 @@ class TopicTally:
     counts: bytearray  # index = row id; deliveries of that id, saturating at 255
     unique: int = 0
     messages: int = 0
+    max_id: int = 0
 
     def add(self, row_id: int) -> bool:
         """Count one delivery; True if it is the id's first."""
@@ -38,12 +39,18 @@ class TopicTally:
         if seen < 255:
             counts[row_id] = seen + 1
         self.messages += 1
+        self.max_id = max(self.max_id, row_id)
         return seen == 0
 
     def missing(self, last_id: int) -> int:
         """Ids 1..last_id never delivered."""
         delivered = self.counts[1:last_id + 1]
         return last_id - len(delivered) + delivered.count(0)
+
+    def gaps(self) -> int:
+        """Ids missing below the highest delivered one: lost, as one pipeline's rows arrive in
+        order (one partition) and a replay restarts from a checkpoint before any gap."""
+        return self.counts[1:self.max_id + 1].count(0)
 
     def duplicates(self) -> int:
         return self.messages - self.unique
@@ -90,6 +97,10 @@ class Deliveries:
     def delivered_between(self, start_s: float, end_s: float) -> int:
         """Messages the broker appended in [start_s, end_s), by whole seconds."""
         return sum(self.per_second[s] for s in range(int(start_s), int(end_s)))
+
+    def series(self, start_s: float, end_s: float) -> list[int]:
+        """Messages appended per second from start_s to end_s (for the JSON)."""
+        return [self.per_second[s] for s in range(int(start_s), int(end_s) + 1)]
 
     def _run(self) -> None:
         consumer = Consumer({"bootstrap.servers": self.bootstrap,

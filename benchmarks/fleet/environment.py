@@ -11,12 +11,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pymysql
 import yaml
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
+from pymysql.connections import Connection
+from pymysql.constants import CLIENT
 
 from deploy.local.kafka import KafkaBroker
-from deploy.local.mariadb import MariaDBServer
+from deploy.local.mariadb import ROOT_PASSWORD, MariaDBServer
 from deploy.local.processes import free_port
 
 log = logging.getLogger(__name__)
@@ -54,7 +57,7 @@ class PipelinePlan:
 
 @contextmanager
 def running_services(base_dir: Path, servers: int) -> Iterator[Services]:
-    """Start ``servers`` MariaDB servers and one Kafka broker in parallel; stop all on exit."""
+    """Start ``servers`` MariaDB servers and, meanwhile, one Kafka broker; stop all on exit."""
     mariadbs = [MariaDBServer(base_dir / f"mariadb-{i}", free_port()) for i in range(servers)]
     port = free_port()
     controller_port = next(p for p in iter(free_port, None) if p != port)
@@ -64,9 +67,11 @@ def running_services(base_dir: Path, servers: int) -> Iterator[Services]:
         for service in every:
             stack.callback(service.stop)  # registered first: a half-started service stops too
         started = time.monotonic()
-        with ThreadPoolExecutor(max_workers=servers + 1) as pool:
-            for future in [pool.submit(s.start) for s in every]:
-                future.result()
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            kafka_started = pool.submit(kafka.start)
+            for server in mariadbs:  # one at a time: parallel mariadb-install-db runs collide
+                server.start()
+            kafka_started.result()
         for server in mariadbs:
             configure_server(server)
         log.info("services started servers=%d seconds=%.1f", servers, time.monotonic() - started)
@@ -81,6 +86,38 @@ def configure_server(server: MariaDBServer) -> None:
                 cur.execute(statement)
     finally:
         conn.close()
+
+
+class BinlogMonitor:
+    """One lasting root connection per server (a new one costs a TLS context in PyMySQL)."""
+
+    QUERY = ("SELECT COUNT(*) FROM information_schema.PROCESSLIST"
+             " WHERE COMMAND LIKE 'Binlog Dump%'")
+
+    def __init__(self, services: Services) -> None:
+        self.connections = [root_connection(s) for s in services.servers]
+
+    def counts(self) -> list[int]:
+        """Binlog dump connections open on each server right now."""
+        found = []
+        for conn in self.connections:
+            with conn.cursor() as cur:
+                cur.execute(self.QUERY)
+                row = cur.fetchone()
+                found.append(int(row[0]) if row else 0)
+        return found
+
+    def close(self) -> None:
+        for conn in self.connections:
+            conn.close()
+
+
+def root_connection(server: MariaDBServer, multi_statements: bool = False) -> Connection:
+    """Root over TCP without TLS: PyMySQL would build an SSL context (~50 ms CPU) per connect."""
+    return pymysql.connect(host=server.host, port=server.port, user="root",
+                           password=ROOT_PASSWORD, autocommit=True, connect_timeout=5,
+                           read_timeout=60, write_timeout=60, ssl_disabled=True,
+                           client_flag=CLIENT.MULTI_STATEMENTS if multi_statements else 0)
 
 
 def plan_pipelines(mode: str, servers: int, per_server: int) -> list[PipelinePlan]:

@@ -15,9 +15,9 @@ import time
 from dataclasses import dataclass, field
 
 import pymysql
-from pymysql.constants import CLIENT
 
-from deploy.local.mariadb import ROOT_PASSWORD, MariaDBServer
+from benchmarks.fleet.environment import root_connection
+from deploy.local.mariadb import MariaDBServer
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +79,7 @@ class LoadGenerator:
 
     def _run(self, server: MariaDBServer, load: ServerLoad) -> None:
         try:
-            conn = connect(server)
+            conn = root_connection(server, multi_statements=True)
             try:
                 self._pace(conn, load)
             finally:
@@ -130,9 +130,3 @@ class LoadGenerator:
             load.issued[index] = upto[index] = last
         return statements, upto
 
-
-def connect(server: MariaDBServer) -> pymysql.connections.Connection:
-    return pymysql.connect(host=server.host, port=server.port, user="root",
-                           password=ROOT_PASSWORD, autocommit=True, connect_timeout=5,
-                           read_timeout=60, write_timeout=60,
-                           client_flag=CLIENT.MULTI_STATEMENTS)

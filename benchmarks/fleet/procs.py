@@ -45,10 +45,11 @@ def tree_cpu_s(root: int) -> float:
     The root's cutime/cstime hold the children it has already waited for (a killed worker), so
     the sum only grows; a live descendant's own cutime covers its reaped children in turn.
     """
-    return sum(_cpu_s(pid) for pid in [root, *descendants(root)])
+    return sum(process_cpu_s(pid) for pid in [root, *descendants(root)])
 
 
-def _cpu_s(pid: int) -> float:
+def process_cpu_s(pid: int) -> float:
+    """CPU seconds of one process (all its threads) and of the children it has waited for."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
@@ -82,3 +83,23 @@ def _field_kb(path: Path, field: str) -> int:
         if line.startswith(prefix):
             return int(line.split()[1])
     return 0
+
+
+def tree_run_queue_wait_s(root: int) -> float:
+    """Seconds the tree's threads spent runnable but waiting for a CPU (schedstat), so far."""
+    total_ns = 0
+    for pid in [root, *descendants(root)]:
+        for task in Path(f"/proc/{pid}/task").glob("*"):
+            try:
+                total_ns += int((task / "schedstat").read_text().split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+    return total_ns / 1e9
+
+
+def machine_cpu_s() -> tuple[float, float]:
+    """(busy, total) CPU seconds of the whole machine since boot, all cores (/proc/stat)."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+    idle = fields[3] + fields[4]  # idle + iowait
+    total = sum(fields)
+    return (total - idle) / CLOCK_TICKS_PER_S, total / CLOCK_TICKS_PER_S
