@@ -32,6 +32,7 @@ class _Families:
     source_bytes: Counter
     source_reconnects: Counter
     source_errors: Counter
+    decode_fallback: Counter
     source_lag: Gauge
     table_lag: Gauge
     sink_events: Counter
@@ -68,6 +69,11 @@ def families() -> _Families:
             "deltaforge_source_reconnects_total", "Binlog reconnects after a fault", p
         ),
         source_errors=Counter("deltaforge_source_errors_total", "Source failures", p + ["kind"]),
+        decode_fallback=Counter(
+            "deltaforge_source_decode_fallback_total",
+            "Rows decoded by mysql-replication instead of the fast row decoder",
+            p + ["reason"],
+        ),
         source_lag=Gauge(
             "deltaforge_source_lag_seconds",
             "Now minus the source commit time of the last event handed to the sinks",
@@ -152,6 +158,12 @@ def families() -> _Families:
             "deltaforge_dlq_rejected_total", "Dead-letter writes refused on overflow", p
         ),
     )
+
+
+def count_decode_fallback(pipeline: str, reason: str, rows: int) -> None:
+    """Rows of ``pipeline`` the library decoded instead of the fast decoder (once per rows
+    event; ``workers.source.tablemap.TableShapes(on_fallback=...)`` reports them)."""
+    families().decode_fallback.labels(pipeline, reason).inc(rows)
 
 
 class PipelineMetrics:

@@ -33,6 +33,7 @@ from pymysqlreplication.row_event import (
 
 from state.records import BinlogPosition
 from workers.events import ChangeEvent, Op
+from workers.source.decode import Images
 from workers.source.errors import SourceDecodeError
 from workers.source.gtids import GtidTracker
 from workers.source.tablemap import TableShape, TableShapes
@@ -279,40 +280,19 @@ class EventRouter:
         self.rows.on_rows(event, shape, ROW_OPS[type(event)], self.tracker)
 
 
-Images = tuple[dict[str, Any] | None, dict[str, Any] | None]
 _IMAGES_ATTR = "_deltaforge_images"
 
 
 def row_images(event: Any, shape: TableShape, op: Op, file: str) -> list[Images]:
     """The converted (before, after) images of a rows event, computed once per event object:
-    every pipeline of a shared stream reuses them (they are never modified downstream)."""
+    every pipeline of a shared stream reuses them (they are never modified downstream).
+    The table's fast decoder reads them, or the library's decoder where it cannot."""
     images: list[Images] | None = event.__dict__.get(_IMAGES_ATTR)
     if images is None:
         try:
-            convert = _IMAGES[op]
-            images = [convert(shape, row) for row in event.rows]
+            images = shape.images(event, op)
         except Exception as exc:  # the library and converters raise many kinds on bad data
             where = f"{file}:{event.packet.log_pos} table {shape.schema}.{shape.table}"
             raise SourceDecodeError(f"cannot decode rows event at {where}: {exc!r}") from exc
         setattr(event, _IMAGES_ATTR, images)
     return images
-
-
-def _insert_images(shape: TableShape, row: dict[str, Any]) -> Images:
-    return None, shape.convert(row["values"], row["none_sources"])
-
-
-def _delete_images(shape: TableShape, row: dict[str, Any]) -> Images:
-    return shape.convert(row["values"], row["none_sources"]), None
-
-
-def _update_images(shape: TableShape, row: dict[str, Any]) -> Images:
-    before = shape.convert(row["before_values"], row["before_none_sources"])
-    return before, shape.convert(row["after_values"], row["after_none_sources"])
-
-
-_IMAGES: dict[str, Callable[[TableShape, dict[str, Any]], Images]] = {
-    "c": _insert_images,
-    "d": _delete_images,
-    "u": _update_images,
-}

@@ -164,14 +164,19 @@ def time_converter(column: Any) -> Converter:
     frac = fraction(getattr(column, "fsp", 0) or 0)
 
     def convert(value: datetime.timedelta) -> str:
-        total_us = fix_negative_time_us(value // datetime.timedelta(microseconds=1))
-        sign = "-" if total_us < 0 else ""
-        seconds, micro = divmod(abs(total_us), _US_PER_S)
-        minutes, second = divmod(seconds, 60)
-        hour, minute = divmod(minutes, 60)
-        return f"{sign}{hour:02d}:{minute:02d}:{second:02d}{frac(micro)}"
+        return time_text(value // datetime.timedelta(microseconds=1), frac)
 
     return convert
+
+
+def time_text(library_us: int, frac: Callable[[int], str]) -> str:
+    """``[-]HH:MM:SS[.f]`` from the library's TIME microseconds (negative fractions fixed)."""
+    total_us = fix_negative_time_us(library_us)
+    sign = "-" if total_us < 0 else ""
+    seconds, micro = divmod(abs(total_us), _US_PER_S)
+    minutes, second = divmod(seconds, 60)
+    hour, minute = divmod(minutes, 60)
+    return f"{sign}{hour:02d}:{minute:02d}:{second:02d}{frac(micro)}"
 
 
 def fix_negative_time_us(total_us: int) -> int:
