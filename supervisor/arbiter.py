@@ -19,13 +19,13 @@ from typing import Any
 from prometheus_client import multiprocess
 
 from state.env import StateError
-from supervisor.boot import Desired, sync_specs
+from supervisor.boot import Desired, read_placeables, sync_specs
 from supervisor.config_files import file_specs
-from supervisor.desired import desired_changes, worker_message
+from supervisor.desired import Moves, routed_changes
 from supervisor.metrics import SupervisorMetrics, WorkerView
 from supervisor.options import Options
+from supervisor.placement import boot_placement
 from supervisor.readiness import SlotFailure, StatusReporter, WorkerState, write_slot_report
-from supervisor.sharding import slot_for
 from supervisor.systemd import Notifier
 from workers.backoff import Backoff
 
@@ -62,6 +62,8 @@ class Arbiter:
     def __init__(self, options: Options, pipelines: Desired) -> None:
         self.options = options
         self.pipelines = pipelines  # name -> (generation, desired status)
+        self.placement = boot_placement(options.workers, read_placeables(options.data_dir))
+        self.moves = Moves()  # assigns of moved pipelines, held until the old worker let go
         self.signals: list[int] = []
         self.wake_r, self.wake_w = os.pipe()
         os.set_blocking(self.wake_r, False)
@@ -163,26 +165,45 @@ class Arbiter:
                 if child is self.api:
                     self.apply_request(message)
                     child.conn.send(("ok",))
+        self.release_moves()
 
     def apply_request(self, message: tuple[Any, ...]) -> None:
         verb = message[0]
         log.debug("api request verb=%s args=%s", verb, message[1:])
         if verb == "pipeline":
             _, name, generation, desired = message
-            self.pipelines[name] = (generation, desired)
-            self.tell_owner(name, worker_message(name, generation, desired))
+            self.apply_desired({**self.pipelines, name: (generation, desired)}, [name])
         elif verb == "deleted":
-            self.pipelines.pop(message[1], None)
-            self.tell_owner(message[1], ("unassign", message[1], "deleted"))
+            self.apply_desired({n: d for n, d in self.pipelines.items() if n != message[1]}, [])
         elif verb == "log_level":
             logging.getLogger().setLevel(message[1].upper())
             log.info("log level changed level=%s", message[1])
             for child in self.workers:
                 self.send(child, ("log_level", message[1]))
 
-    def tell_owner(self, name: str, message: tuple[Any, ...]) -> None:
-        """Send to the worker that owns ``name``; a deletion waits for a worker that is down."""
-        child = self.workers[slot_for(name, len(self.workers))]
+    def apply_desired(self, desired: Desired, changed: list[str] | None) -> None:
+        """Place the pipelines (``changed`` ones read afresh from state, None: all) and tell
+        their workers what changed; a pipeline whose pin changed moves to its new slot."""
+        try:
+            inputs = read_placeables(self.options.data_dir, changed)  # opens and closes state
+        except StateError as exc:
+            log.error("cannot read placement inputs; placing without them: %s", exc)
+            inputs = {}
+        for slot, message in routed_changes(self.pipelines, desired, self.placement, inputs,
+                                            self.moves, time.time()):
+            self.tell(self.workers[slot], message)
+        self.pipelines = desired
+
+    def release_moves(self) -> None:
+        """Start each moved pipeline on its new worker once its old worker has drained it."""
+        if self.stopping_deadline is not None or not self.moves.held:
+            return
+        alive = [child.process is not None for child in self.workers]
+        for slot, message in self.moves.released(self.heartbeats, alive, self.placement):
+            self.tell(self.workers[slot], message)
+
+    def tell(self, child: Child, message: tuple[Any, ...]) -> None:
+        """Send to a worker; a deletion waits for a worker that is down."""
         if not self.send(child, message) and message[-1] == "deleted":
             child.pending.append(message)
 
@@ -208,11 +229,10 @@ class Arbiter:
             log.error("config reload failed, nothing changed: %s", exc)
             self.status.reloaded()
             return
-        changes = desired_changes(self.pipelines, desired)
-        for name, message in changes:
-            self.tell_owner(name, message)
-        self.pipelines = desired
-        log.info("config reloaded pipelines=%d changed=%d", len(desired), len(changes))
+        changed = sum(1 for name in desired.keys() | self.pipelines.keys()
+                      if desired.get(name) != self.pipelines.get(name))
+        self.apply_desired(desired, None)
+        log.info("config reloaded pipelines=%d changed=%d", len(desired), changed)
         self.status.reloaded()
 
     # ---- children ------------------------------------------------------------------------
@@ -257,7 +277,8 @@ class Arbiter:
         for message in pending:
             parent_conn.send(message)
         for name, (generation, desired) in sorted(self.pipelines.items()):
-            if desired == "running" and slot_for(name, len(self.workers)) == child.slot:
+            if (desired == "running" and self.placement.slot_of(name) == child.slot
+                    and name not in self.moves):
                 parent_conn.send(("assign", name, generation))
 
     def start_child(self, child: Child, target: Any, args: tuple[Any, ...]) -> None:
@@ -383,8 +404,9 @@ class Arbiter:
     def update_metrics(self) -> None:
         views = [WorkerView(c.name, c.process is not None, self.heartbeats[c.slot or 0])
                  for c in self.workers]
-        running = (name for name, (_, desired) in self.pipelines.items() if desired == "running")
-        self.metrics.update(views, running)
+        slots = [self.placement.slot_of(name) for name, (_, desired) in self.pipelines.items()
+                 if desired == "running"]
+        self.metrics.update(views, [slot for slot in slots if slot is not None])
 
     # ---- stopping ------------------------------------------------------------------------
 

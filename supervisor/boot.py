@@ -9,17 +9,21 @@ becomes API-owned. State (status, checkpoints, schemas) of pipelines without a s
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from pathlib import Path
 
 import lmdb
 
+from state.dsn import server_address
 from state.env import StateEnv, open_state
-from state.records import DesiredStatus, PipelineRecord
+from state.records import DesiredStatus, PipelineRecord, StatusRecord
 from state.spec import PipelineSpec, encode_spec
-from state.stores import SEP, SpecStore
+from state.stores import SEP, SpecStore, StatusStore
+from supervisor.placement import Placeable, load_weight, parse_pin
 
 log = logging.getLogger(__name__)
 Desired = dict[str, tuple[int, DesiredStatus]]  # name -> (generation, desired status)
+MIN_RATE_WINDOW_S = 10.0  # a shorter run says little about a pipeline's rate
 
 
 def sync_specs(data_dir: Path, specs: list[PipelineSpec], now: float) -> Desired:
@@ -86,3 +90,41 @@ def remove_orphaned_state(state: StateEnv, txn: lmdb.Transaction) -> None:
             txn.delete(key, db=db)
         for owner in sorted({key.decode().split(SEP, 1)[0] for key in orphans}):
             log.info("state of a removed pipeline deleted pipeline=%s db=%s", owner, db_name)
+
+
+def read_placeables(data_dir: Path, names: Iterable[str] | None = None) -> dict[str, Placeable]:
+    """What placement needs of each pipeline (all, or ``names``): its server, pin, measured
+    load and last slot, read from specs and status; state is closed again before returning."""
+    names = None if names is None else list(names)
+    if names == []:
+        return {}
+    state = open_state(data_dir)
+    try:
+        specs, statuses = SpecStore(state), StatusStore(state)
+        if names is None:
+            records, status = dict(specs.items()), dict(statuses.items())
+        else:
+            records = {name: rec for name in names if (rec := specs.get(name)) is not None}
+            status = {name: st for name in records if (st := statuses.get(name)) is not None}
+        return {name: placeable(rec, status.get(name)) for name, rec in records.items()}
+    finally:
+        state.close()
+
+
+def placeable(record: PipelineRecord, status: StatusRecord | None) -> Placeable:
+    """A stored spec (valid, so its shape is known) and its last status, as placement input."""
+    source = record.spec["spec"]["source"]["config"]
+    annotations = record.spec["metadata"].get("annotations", {})
+    return Placeable(server=server_address(source["dsn"]),
+                     weight=load_weight(events_per_s(status)),
+                     pin=parse_pin(record.name, annotations),
+                     last_slot=status.worker if status is not None else None)
+
+
+def events_per_s(status: StatusRecord | None) -> float | None:
+    """Average events/s of the pipeline's last run as its worker reported it; None if it
+    has not run long enough to tell."""
+    if status is None or status.started_at is None:
+        return None
+    window_s = status.updated_at - status.started_at
+    return status.events_total / window_s if window_s >= MIN_RATE_WINDOW_S else None

@@ -13,8 +13,6 @@ from dataclasses import dataclass
 
 from prometheus_client import Counter, Gauge, values
 
-from supervisor.sharding import slot_for
-
 UPDATE_INTERVAL_S = 1.0
 
 
@@ -43,27 +41,20 @@ class SupervisorMetrics:
                                    "Seconds since the worker's data loop last stamped its "
                                    "heartbeat", ["worker"], multiprocess_mode="mostrecent")
         self._updated_at = 0.0
-        self._slots: dict[str, int] = {}  # placement memo: hashing 300 names a second adds up
 
     def restarted(self, child: str) -> None:
         self.restarts.labels(child).inc()
 
-    def update(self, workers: Sequence[WorkerView], running: Iterable[str]) -> None:
-        """Refresh the gauges (no more than once per ``UPDATE_INTERVAL_S``); ``running`` are
-        the pipelines whose desired status is running."""
+    def update(self, workers: Sequence[WorkerView], running: Iterable[int]) -> None:
+        """Refresh the gauges (no more than once per ``UPDATE_INTERVAL_S``); ``running`` has
+        the slot of every pipeline whose desired status is running."""
         now = time.monotonic()
         if now - self._updated_at < UPDATE_INTERVAL_S:
             return
         self._updated_at = now
         wall = time.time()
         self.workers_up.set(sum(1 for w in workers if w.alive))
-        per_slot = Tally(self.slot_of(name, len(workers)) for name in running)
+        per_slot = Tally(running)
         for slot, worker in enumerate(workers):
             self.assigned.labels(worker.name).set(per_slot.get(slot, 0))
             self.heartbeat_age.labels(worker.name).set(max(0.0, wall - worker.heartbeat_wall))
-
-    def slot_of(self, pipeline: str, slots: int) -> int:
-        slot = self._slots.get(pipeline)
-        if slot is None:
-            slot = self._slots[pipeline] = slot_for(pipeline, slots)
-        return slot
