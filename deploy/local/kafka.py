@@ -161,9 +161,8 @@ class KafkaBroker:
         """Format log.dirs once as a one-voter KRaft cluster with a random cluster id."""
         if (self.data_dir / "meta.properties").exists():
             return
-        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
         argv = self._java_argv(
-            "kafka.tools.StorageTool", "format", "--cluster-id", cluster_id,
+            "kafka.tools.StorageTool", "format", "--cluster-id", random_cluster_id(),
             "--config", str(self.config_path), "--standalone",
         )  # fmt: skip
         result = subprocess.run(argv, capture_output=True, text=True, timeout=120, check=False)
@@ -224,3 +223,12 @@ def _server_properties(broker: KafkaBroker) -> str:
         "group.initial.rebalance.delay.ms": "0",
     }
     return "".join(f"{key}={value}\n" for key, value in settings.items())
+
+
+def random_cluster_id() -> str:
+    """A random KRaft cluster id (base64 of a UUID), like Kafka's own never starting with "-":
+    the storage tool would take such an id for an option (1 start in 64 failed that way)."""
+    while (cluster_id := base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("="))[0] \
+            == "-":
+        pass
+    return cluster_id
