@@ -31,7 +31,7 @@ TEXT_TYPES = frozenset(
 _US_PER_S = 1_000_000
 _EPOCH = datetime.datetime(1970, 1, 1)
 # MySQL's latin1 is cp1252 with the five bytes cp1252 leaves undefined mapped to C1 controls.
-_LATIN1_FIX = {b: bytes([b]).decode("cp1252", "ignore") or chr(b) for b in range(0x80, 0xA0)}
+MYSQL_LATIN1 = "".join(bytes([b]).decode("cp1252", "ignore") or chr(b) for b in range(256))
 
 
 def converter_for(column: Any, charset: str | None, json_text: bool = False) -> Converter | None:
@@ -68,7 +68,7 @@ def text_decoder(charset: str | None) -> Converter:
 
 def decode_mysql_latin1(raw: bytes) -> str:
     """MySQL latin1 (cp1252 plus the five undefined bytes as C1 controls) never fails."""
-    return raw.decode("latin-1").translate(_LATIN1_FIX)
+    return codecs.charmap_decode(raw, "strict", MYSQL_LATIN1)[0]
 
 
 def _binary_padder(length: int) -> Converter:

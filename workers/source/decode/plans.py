@@ -16,10 +16,7 @@ from typing import Any
 from pymysqlreplication.constants import FIELD_TYPE
 
 from workers.source.decode import fields, temporal
-from workers.source.values import (
-    converter_for,
-    float32,
-)
+from workers.source.values import MYSQL_LATIN1, converter_for, float32
 
 _INT_CODES = {
     FIELD_TYPE.TINY: "b",
@@ -187,7 +184,10 @@ def _text_value(index: int, column: Any, charset: str | None,
             return f"{raw}.ljust({column.max_length}, b'\\x00')", {}
         return raw, {}
     encoding = _codec_name(charset)
-    if encoding in _TEXT_CODECS and charset != "cp1252" and not is_json:
+    if charset == "cp1252" and not is_json:  # MySQL latin1, as values.decode_mysql_latin1
+        constants = {"_charmap_decode": codecs.charmap_decode, "_latin1": MYSQL_LATIN1}
+        return f'_charmap_decode({raw}, "strict", _latin1)[0] if n else ""', constants
+    if encoding in _TEXT_CODECS and not is_json:
         return f'{raw}.decode("{encoding}", "replace") if n else ""', {}
     name = f"_convert{index}"
     convert = converter_for(column, charset, is_json)

@@ -136,24 +136,58 @@ def signed_fraction(fsp: int) -> Callable[[int], int]:
 
 
 def fraction_reader(fsp: int) -> Callable[[int], str]:
-    """``.ff..`` for DATETIME2/TIMESTAMP2: a fraction <= 0 is ignored (as the library does),
-    one of a second or more raises ValueError (as ``datetime.replace`` does there)."""
+    """``.ff..`` for DATETIME2/TIMESTAMP2 from the fraction bytes (low bytes of ``value``): a
+    fraction <= 0 is ignored (as the library does), one of a second or more raises ValueError
+    (as ``datetime.replace`` does there). Up to 2 bytes it is a table lookup."""
     if fsp == 0:
         return lambda value: ""
-    micro = signed_fraction(fsp)
-    scale: int = 10 ** (6 - fsp)
-    texts = [f".{n:0{fsp}d}" for n in range(10**fsp)] if fsp <= 4 else None
+    text_of = _fraction_text(fsp)
+    if fraction_bytes(fsp) > 2:
+        return lambda value: _checked(text_of(value))
+    table = _FRACTION_TABLES.get(fsp)
+    if table is None:
+        table = _FRACTION_TABLES[fsp] = _fraction_table(fsp)
+    mask = len(table) - 1
 
     def text(value: int) -> str:
-        us = micro(value)
-        if us <= 0:
-            us = 0
-        elif us > 999_999:
-            raise ValueError(f"fraction {us} us out of range")
-        digits = us // scale
-        return texts[digits] if texts is not None else f".{digits:0{fsp}d}"
+        found = table[value & mask]
+        return found if found is not None else _checked(found)
 
     return text
+
+
+def _fraction_text(fsp: int) -> Callable[[int], str | None]:
+    micro = signed_fraction(fsp)
+    scale: int = 10 ** (6 - fsp)
+
+    def text(value: int) -> str | None:
+        us = micro(value)
+        if us > 999_999:
+            return None
+        return f".{max(us, 0) // scale:0{fsp}d}"
+
+    return text
+
+
+def _fraction_table(fsp: int) -> tuple[str | None, ...]:
+    """The text of every value of the fraction bytes (1 or 2), sharing equal strings."""
+    micro = signed_fraction(fsp)
+    scale: int = 10 ** (6 - fsp)
+    texts = [f".{digits:0{fsp}d}" for digits in range(10**fsp)]
+    table = []
+    for raw in range(1 << (8 * fraction_bytes(fsp))):
+        us = micro(raw)
+        table.append(None if us > 999_999 else texts[max(us, 0) // scale])
+    return tuple(table)
+
+
+def _checked(text: str | None) -> str:
+    if text is None:
+        raise ValueError("fraction of a second out of range")
+    return text
+
+
+_FRACTION_TABLES: dict[int, tuple[str | None, ...]] = {}
 
 
 def _remember(cache: dict[int, str], key: int, text: str) -> str:
