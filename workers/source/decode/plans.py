@@ -102,12 +102,26 @@ def _timestamp(index: int, column: Any, charset: str | None, is_json: bool) -> P
 
 
 def _decimal(index: int, column: Any, charset: str | None, is_json: bool) -> Plan:
-    size = fields.decimal_size(column.precision, column.decimals)
+    precision, scale = column.precision, column.decimals
+    size = fields.decimal_size(precision, scale)
+    if precision - scale <= 9 and scale <= 9:
+        return Plan(lines=[f'x = int.from_bytes(d[p:p + {size}], "big")', f"p += {size}",
+                           *_small_decimal_lines(size, scale)])
     name = f"_decimal{index}"
-    decoder = fields.decimal_decoder(column.precision, column.decimals)
+    decoder = fields.decimal_decoder(precision, scale)
     return Plan(
         lines=[f"{{v}} = {name}(d[p:p + {size}])", f"p += {size}"], constants={name: decoder}
     )
+
+
+def _small_decimal_lines(size: int, scale: int) -> list[str]:
+    """Inline ``fields.decimal_decoder`` where each part fits one group (value = its bits)."""
+    top = 1 << (8 * size - 1)
+    negative_flip = ((1 << (8 * size)) - 1) ^ top
+    shift = 8 * fields.decimal_size(scale, scale)
+    text = f"{{x >> {shift}}}.{{x & {(1 << shift) - 1}:0{scale}d}}" if scale else "{x}"
+    return [f"if x & {top}:", f"    x ^= {top}", f'    {{v}} = f"{text}"', "else:",
+            f"    x ^= {negative_flip}", f'    {{v}} = f"-{text}"']
 
 
 def _date(index: int, column: Any, charset: str | None, is_json: bool) -> Plan:

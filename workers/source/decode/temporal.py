@@ -39,21 +39,37 @@ def date_text(packed: int) -> str | None:
 
 
 def datetime2_decoder(fsp: int) -> Decode:
-    """DATETIME2: ``YYYY-MM-DD HH:MM:SS[.f]``; None where the library finds no valid datetime."""
+    """DATETIME2: ``YYYY-MM-DD HH:MM:SS[.f]``; None where the library finds no valid datetime.
+
+    The text up to the seconds is kept for the last value seen (consecutive rows mostly share
+    their second); one tuple, so a concurrent caller never pairs a value with another's text.
+    """
     shift = 8 * fraction_bytes(fsp)
     fraction_of = fraction_reader(fsp)
+    last: tuple[int, str | None] = (-1, None)
 
     def decode(value: int) -> str | None:
+        nonlocal last
         whole = value >> shift
-        day = _DATETIME_DAYS.get((whole >> 17) & 0x3FFFFF)
-        if day is None:
-            day = _datetime_day((whole >> 17) & 0x3FFFFF)
-        hour, minute, second = (whole >> 12) & 31, (whole >> 6) & 63, whole & 63
-        if not day or hour > 23 or minute > 59 or second > 59:
-            return None
-        return f"{day} {hour:02d}:{minute:02d}:{second:02d}{fraction_of(value)}"
+        seen = last
+        if seen[0] == whole:
+            text = seen[1]
+        else:
+            text = _datetime_seconds(whole)
+            last = (whole, text)
+        return None if text is None else text + fraction_of(value)
 
     return decode
+
+
+def _datetime_seconds(whole: int) -> str | None:
+    day = _DATETIME_DAYS.get((whole >> 17) & 0x3FFFFF)
+    if day is None:
+        day = _datetime_day((whole >> 17) & 0x3FFFFF)
+    hour, minute, second = (whole >> 12) & 31, (whole >> 6) & 63, whole & 63
+    if not day or hour > 23 or minute > 59 or second > 59:
+        return None
+    return f"{day} {hour:02d}:{minute:02d}:{second:02d}"
 
 
 def _datetime_day(key: int) -> str:
@@ -67,29 +83,34 @@ def _datetime_day(key: int) -> str:
 
 def timestamp2_decoder(fsp: int) -> Decode:
     """TIMESTAMP2 (signed big-endian seconds, then the fraction): UTC ``...THH:MM:SS[.f]Z``;
-    the zero timestamp is None."""
+    the zero timestamp is None. Caches the last second's text, as ``datetime2_decoder``."""
     shift = 8 * fraction_bytes(fsp)
     fraction_of = fraction_reader(fsp)
     zero = fraction(fsp)(0)
+    last: tuple[int, str] = (-1, "")
 
     def decode(value: int) -> str | None:
+        nonlocal last
         seconds = value >> shift
-        if seconds >= 0x80000000:
-            seconds -= 0x100000000
         text = fraction_of(value)
         if seconds == 0 and text == zero:
             return None
-        return epoch_text(seconds, text)
+        seen = last
+        if seen[0] != seconds:
+            signed = seconds - 0x100000000 if seconds >= 0x80000000 else seconds
+            seen = last = (seconds, epoch_text(signed, ""))
+        return seen[1] + text + "Z"
 
     return decode
 
 
 def timestamp_text(seconds: int) -> str | None:
     """Old TIMESTAMP (unsigned little-endian seconds, no fraction)."""
-    return epoch_text(seconds, "") if seconds else None
+    return epoch_text(seconds, "") + "Z" if seconds else None
 
 
 def epoch_text(seconds: int, fraction_text: str) -> str:
+    """``YYYY-MM-DDTHH:MM:SS`` of Unix ``seconds`` (UTC) followed by ``fraction_text``."""
     days, rest = divmod(seconds, 86400)
     day = _EPOCH_DAYS.get(days)
     if day is None:
@@ -97,7 +118,7 @@ def epoch_text(seconds: int, fraction_text: str) -> str:
         _remember(_EPOCH_DAYS, days, day)
     hour, rest = divmod(rest, 3600)
     minute, second = divmod(rest, 60)
-    return f"{day}T{hour:02d}:{minute:02d}:{second:02d}{fraction_text}Z"
+    return f"{day}T{hour:02d}:{minute:02d}:{second:02d}{fraction_text}"
 
 
 def time2_decoder(fsp: int) -> Decode:
