@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from typing import Any
 
@@ -10,12 +11,28 @@ from state.records import CheckpointRecord, PipelineRecord, StatusRecord
 
 
 def pipeline_status(record: PipelineRecord, status: StatusRecord | None) -> str:
-    """What the pipeline is doing: the worker's report, or the desired state until it has one."""
+    """What the pipeline is doing: the worker's report, or the desired state until it has one.
+    A report of a worker process that is gone (killed, or a slot that cannot boot) is
+    ``pending``: the pipeline waits for its worker."""
     if record.desired != "running":
         return record.desired
     if status is None or status.generation != record.generation:
         return "pending"
+    if status.status == "running" and not process_alive(status.worker_pid):
+        return "pending"
     return status.status
+
+
+def process_alive(pid: int | None) -> bool:
+    if not pid:
+        return True  # an older record without a pid: trust it
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 class RedactedSpecs:

@@ -141,8 +141,10 @@ class Worker:
         runner = self.runners.pop(name, None)
         self.due_at.pop(name, None)
         if runner is not None:
+            final_status = "stopped" if final == "deleted" else final
             runner.drain(time.monotonic() + self.drain_timeout_s,
-                         "stopped" if final == "deleted" else final)  # type: ignore[arg-type]
+                         final_status,  # type: ignore[arg-type]
+                         keepalive=self.stamp_heartbeat)
             log.info("pipeline unassigned pipeline=%s final=%s", name, final)
         if final == "deleted":
             self.writer.delete("status", name)
@@ -191,7 +193,7 @@ class Worker:
         deadline = time.monotonic() + self.drain_timeout_s
         log.info("worker draining slot=%d pipelines=%d", self.slot, len(self.runners))
         for runner in self.runners.values():
-            runner.drain(deadline)
+            runner.drain(deadline, keepalive=self.stamp_heartbeat)
         self.writer.close()
         self.state.close()
         log.info("worker stopped slot=%d", self.slot)

@@ -14,6 +14,7 @@ import os
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import msgspec
@@ -217,14 +218,16 @@ class PipelineRunner:
         log.error("pipeline failed pipeline=%s error=%s retry_in_s=%.1f", self.name, message, delay)
         if isinstance(error, SourceError):
             self.metrics.source_error(type(error).__name__)
-        self._close_data_path(flush_timeout_s=0.0)
+        self._close_data_path()
         self.state = "failed"
         self.next_retry_at = now + delay
         self._set_status(now, status="failed", last_error=message,
                          next_retry_at=time.time() + delay, restarts=self.status.restarts + 1)
 
-    def drain(self, deadline: float, final_status: ActualStatus = "stopped") -> None:
-        """Graceful stop: stop reading, deliver whole transactions, checkpoint, close."""
+    def drain(self, deadline: float, final_status: ActualStatus = "stopped",
+              keepalive: Callable[[], None] = lambda: None) -> None:
+        """Graceful stop: stop reading, deliver whole transactions, checkpoint, close.
+        ``keepalive`` is called about once a second while it waits (the worker's heartbeat)."""
         self._abandon_start(deadline)
         if self.state == "running":
             if self.reader is not None:
@@ -235,10 +238,11 @@ class PipelineRunner:
                 self._send(batch)
             while self.inflight and self._awaiting_acks() and time.monotonic() < deadline:
                 self._collect(time.monotonic(), poll_s=0.05)
+                keepalive()
             if self.progress is not None:
                 self._idle_checkpoint_at = 0.0  # due now: the next start begins there
                 self._checkpoint_idle(time.monotonic(), self.progress)
-        self._close_data_path(flush_timeout_s=max(0.0, deadline - time.monotonic()))
+        self._close_data_path(deadline, keepalive)
         self.state = final_status
         self._set_status(time.monotonic(), status=final_status)
 
@@ -252,7 +256,10 @@ class PipelineRunner:
                 state.sink.close()
             self._started = None
 
-    def _close_data_path(self, flush_timeout_s: float) -> None:
+    def _close_data_path(self, flush_deadline: float | None = None,
+                         keepalive: Callable[[], None] = lambda: None) -> None:
+        """Stop reading and close the sinks, first waiting for their delivery reports until
+        ``flush_deadline`` (none: close at once)."""
         if self.reader is not None:
             self.metrics.reconnected(self.reader.reconnects)
             self.reader.stop()
@@ -260,8 +267,10 @@ class PipelineRunner:
             if state.catchup is not None:
                 state.catchup.close()  # its sink was closed when it was detached
                 continue
-            if flush_timeout_s:
-                state.sink.flush(flush_timeout_s)
+            while flush_deadline is not None and (left_s := flush_deadline - time.monotonic()) > 0:
+                if state.sink.flush(min(1.0, left_s)):
+                    break
+                keepalive()
             state.sink.close()
         self._reset_data_path()
 
@@ -287,9 +296,9 @@ class PipelineRunner:
             self.dlq.expire_old(now)
         if self.unsent is not None:
             self._resume_unsent(now)
-        if self.unsent is None and len(self.inflight) < self.spec.spec.batch.max_inflight:
+        if self._can_send():
             self._pull_source(now, budget=self.spec.spec.batch.max_events)
-            while self.unsent is None and len(self.inflight) < self.spec.spec.batch.max_inflight:
+            while self._can_send():
                 batch = self.batcher.take(now)
                 if batch is None:
                     break
@@ -297,6 +306,15 @@ class PipelineRunner:
         self._collect(now, poll_s=0.0)
         if self.progress is not None:
             self._checkpoint_idle(now, self.progress)
+
+    def _can_send(self) -> bool:
+        """Room for another batch: below ``max_inflight`` and every attached sink's client
+        buffer has room (else the batch waits here and the source backs up)."""
+        return (self.unsent is None and len(self.inflight) < self.spec.spec.batch.max_inflight
+                and self._sinks_have_room())
+
+    def _sinks_have_room(self) -> bool:
+        return all(state.sink.has_room() for state in self.sinks.values() if not state.detached)
 
     def _pull_source(self, now: float, budget: int) -> None:
         self.batcher.add(take_events(self.queue, budget, self._record_table, self._on_progress),
@@ -526,6 +544,8 @@ class PipelineRunner:
             return 0.25  # waiting for DLQ room: re-checked a few times a second
         if self.inflight:
             return 0.005
+        if self.state == "running" and not self._sinks_have_room():
+            return 0.05  # others' messages fill the shared client buffer: check again soon
         if any(state.catchup is not None for state in self.sinks.values()):
             return 0.05
         if self.state == "failed" and self.next_retry_at is not None:

@@ -94,7 +94,11 @@ class KafkaSink:
         self._ledger = _Ledger()
         self._last_error: str | None = None
         self._pool = process_pool() if pool is None else pool
-        self._client = self._pool.acquire(self._client_config(spec), self._on_client_error)
+        config = self._client_config(spec)
+        # Room for a batch: the client buffer (shared by the worker's pipelines) less than
+        # half full. Above that the runner holds its batches rather than block in produce().
+        self._room_messages = int(config["queue.buffering.max.messages"]) // 2
+        self._client = self._pool.acquire(config, self._on_client_error)
         self._producer = self._client.producer
         log.info("kafka sink started pipeline=%s sink=%s brokers=%s shared_producer=%s",
                  pipeline, spec.id, spec.brokers, self._client.shared)
@@ -120,6 +124,10 @@ class KafkaSink:
                 self._produce(tracker, on_delivery, index, event)
         finally:
             tracker.seal()
+
+    def has_room(self) -> bool:
+        """The client buffer can take another batch without blocking (backpressure)."""
+        return len(self._producer) < self._room_messages
 
     def poll(self, timeout_s: float = 0.0) -> None:
         """Serve delivery reports and client errors for up to ``timeout_s``; on a shared
