@@ -123,6 +123,8 @@ def _packed(run: list[tuple[int, Plan]], namespace: dict[str, Any]) -> list[str]
             finishes.append(f"{_CELL}c{i} = {_finish(plan, mine)}")
         else:
             temps[-1] = f"c{i}"
+    if codes == "B":  # one unsigned byte: indexing is cheaper than an unpack
+        return [f"{_CELL}{temps[0]} = d[p]", f"{_CELL}p += 1", *finishes]
     unpack = _unpacker(codes, namespace)
     size = struct.calcsize("<" + codes)
     return [f"{_CELL}{', '.join(temps)}, = {unpack}(d, p)", f"{_CELL}p += {size}", *finishes]

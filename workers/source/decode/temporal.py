@@ -159,7 +159,8 @@ def signed_fraction(fsp: int) -> Callable[[int], int]:
 def fraction_reader(fsp: int) -> Callable[[int], str]:
     """``.ff..`` for DATETIME2/TIMESTAMP2 from the fraction bytes (low bytes of ``value``): a
     fraction <= 0 is ignored (as the library does), one of a second or more raises ValueError
-    (as ``datetime.replace`` does there). Up to 2 bytes it is a table lookup."""
+    (as ``datetime.replace`` does there). Stored values of 1-2 bytes (0-99, 0-9999) are
+    looked up in a table."""
     if fsp == 0:
         return lambda value: ""
     text_of = _fraction_text(fsp)
@@ -168,11 +169,11 @@ def fraction_reader(fsp: int) -> Callable[[int], str]:
     table = _FRACTION_TABLES.get(fsp)
     if table is None:
         table = _FRACTION_TABLES[fsp] = _fraction_table(fsp)
-    mask = len(table) - 1
+    mask, limit = (1 << (8 * fraction_bytes(fsp))) - 1, len(table)
 
     def text(value: int) -> str:
-        found = table[value & mask]
-        return found if found is not None else _checked(found)
+        raw = value & mask
+        return table[raw] if raw < limit else _checked(text_of(raw))
 
     return text
 
@@ -190,16 +191,12 @@ def _fraction_text(fsp: int) -> Callable[[int], str | None]:
     return text
 
 
-def _fraction_table(fsp: int) -> tuple[str | None, ...]:
-    """The text of every value of the fraction bytes (1 or 2), sharing equal strings."""
+def _fraction_table(fsp: int) -> tuple[str, ...]:
+    """The text of every valid stored fraction of 1 or 2 bytes, sharing equal strings."""
     micro = signed_fraction(fsp)
     scale: int = 10 ** (6 - fsp)
     texts = [f".{digits:0{fsp}d}" for digits in range(10**fsp)]
-    table = []
-    for raw in range(1 << (8 * fraction_bytes(fsp))):
-        us = micro(raw)
-        table.append(None if us > 999_999 else texts[max(us, 0) // scale])
-    return tuple(table)
+    return tuple(texts[micro(raw) // scale] for raw in range(100 ** fraction_bytes(fsp)))
 
 
 def _checked(text: str | None) -> str:
@@ -208,7 +205,7 @@ def _checked(text: str | None) -> str:
     return text
 
 
-_FRACTION_TABLES: dict[int, tuple[str | None, ...]] = {}
+_FRACTION_TABLES: dict[int, tuple[str, ...]] = {}
 
 
 def _remember(cache: dict[int, str], key: int, text: str) -> str:
