@@ -129,9 +129,10 @@ class ModeRun:
     def start(self) -> None:
         self.deliveries.start()
         self.service.start()
+        deadline = time.monotonic() + self.settings.start_timeout_s  # one budget for both
         ready_s = self.service.wait_ready(self.settings.start_timeout_s)
-        running_s, counts = self.service.wait_all_running(len(self.plans),
-                                                          self.settings.start_timeout_s)
+        running_s, counts = self.service.wait_all_running(
+            len(self.plans), max(1.0, deadline - time.monotonic()))
         self.result["start"] = {"ready_s": _round(ready_s), "all_running_s": _round(running_s),
                                 "statuses": dict(counts)}
         if running_s is None:

@@ -35,7 +35,10 @@ def cli_help(tree: Path) -> str:
 
 
 def tree_revision(tree: Path) -> str | None:
-    """``git describe`` of the service's source tree (``-dirty`` if edited), if it is a repo."""
+    """The service tree's ``REVISION`` file (a snapshot's), else its ``git describe``."""
+    marker = tree / "REVISION"
+    if marker.is_file():
+        return marker.read_text().strip() or None
     result = subprocess.run(["git", "describe", "--always", "--dirty"], cwd=tree,
                             capture_output=True, text=True, timeout=30, check=False)
     return result.stdout.strip() or None
