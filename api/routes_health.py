@@ -11,11 +11,10 @@ from starlette.requests import Request
 
 from api.responses import JSONResponse
 from api.views import pipe_info, pipeline_status
+from state.env import WORKER_SLOTS_FILE
 from state.stores import SpecStore, StatusStore
 
 log = logging.getLogger(__name__)
-# Written by the supervisor into --data-dir while a worker slot cannot boot (absent otherwise).
-WORKER_SLOTS_FILE = "worker-slots.json"
 
 
 async def health(request: Request) -> JSONResponse:

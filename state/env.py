@@ -9,6 +9,9 @@ import lmdb
 MAP_SIZE_BYTES = 8 * 1024**3  # address space only; the file stays sparse
 MAX_READERS = 2048
 SUB_DATABASES = ("specs", "status", "checkpoints", "schemas", "dlq", "meta")
+# Beside state/ in --data-dir: the supervisor's report of worker slots that cannot boot, a
+# plain file so the api can read it even when LMDB cannot be opened.
+WORKER_SLOTS_FILE = "worker-slots.json"
 
 
 class StateError(Exception):

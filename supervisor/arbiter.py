@@ -20,6 +20,7 @@ from prometheus_client import multiprocess
 
 from state.env import StateError
 from supervisor.boot import Desired, read_placeables, sync_specs
+from supervisor.children import run_api, run_worker
 from supervisor.config_files import file_specs
 from supervisor.desired import Moves, routed_changes
 from supervisor.metrics import SupervisorMetrics, WorkerView
@@ -254,21 +255,17 @@ class Arbiter:
             self.schedule_respawn(child, None, booted=False)
 
     def spawn_api(self) -> None:
-        from api.main import api_main
-
         parent_conn, child_conn = CTX.Pipe()
-        self.start_child(self.api, api_main,
+        self.start_child(self.api, run_api,
                          (self.options.api_addr, self.options.data_dir, child_conn))
         child_conn.close()
         self.api.conn = parent_conn
 
     def spawn_worker(self, child: Child) -> None:
-        from workers.main import worker_main
-
         parent_conn, child_conn = CTX.Pipe()
         assert child.slot is not None
         self.heartbeats[child.slot] = time.time()
-        self.start_child(child, worker_main,
+        self.start_child(child, run_worker,
                          (child.slot, child_conn, self.options.data_dir, self.heartbeats,
                           self.options.stream_sharing))
         child_conn.close()

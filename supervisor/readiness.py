@@ -15,8 +15,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from api.routes_health import WORKER_SLOTS_FILE
-from state.env import StateError, open_state
+from state.env import WORKER_SLOTS_FILE, StateError, open_state
 from state.records import PipelineRecord, StatusRecord
 from state.stores import SpecStore, StatusStore
 from supervisor.systemd import Notifier
