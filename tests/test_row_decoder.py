@@ -24,7 +24,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import event as tally
 from hypothesis import strategies as st
 from prometheus_client import REGISTRY
+from pymysql.protocol import MysqlPacket
 from pymysqlreplication import BinLogStreamReader
+from pymysqlreplication.constants import FIELD_TYPE
+from pymysqlreplication.packet import BinLogPacketWrapper
 from pymysqlreplication.row_event import (
     DeleteRowsEvent,
     TableMapEvent,
@@ -573,3 +576,106 @@ def test_rows_of_one_event_are_decoded_once_for_every_router(scratch: Table) -> 
             images = row_images(event, shape, "c", start.file)
             assert row_images(event, other, "c", start.file) is images
             assert images == [(None, {"id": 1, "a": "café"})]
+
+
+# ---- MySQL layouts MariaDB does not write: v2 rows events with extra data, binary JSON ------
+
+
+class _Control:
+    charset = "utf8mb4"
+
+    def _get_dbms(self) -> str:
+        return "mysql"
+
+
+def _binary_json(value: Any) -> tuple[int, bytes]:
+    """(type, bytes) of a value in MySQL's binary JSON (small containers only)."""
+    if value is None or isinstance(value, bool):
+        return 0x04, bytes([{None: 0, True: 1, False: 2}[value]])
+    if isinstance(value, int):
+        return (0x05, struct.pack("<h", value)) if -(2**15) <= value < 2**15 else (
+            0x09, struct.pack("<q", value))
+    if isinstance(value, float):
+        return 0x0B, struct.pack("<d", value)
+    if isinstance(value, str):
+        raw = value.encode()
+        assert len(raw) < 128
+        return 0x0C, bytes([len(raw)]) + raw
+    if isinstance(value, list):
+        return 0x02, _small_container([], value)
+    return 0x00, _small_container(list(value), list(value.values()))
+
+
+def _small_container(keys: list[str], values: list[Any]) -> bytes:
+    count = len(values)
+    header = 4 + 4 * len(keys) + 3 * count
+    key_bytes = [k.encode() for k in keys]
+    offset = header + sum(len(k) for k in key_bytes)
+    key_entries, entries, tail = b"", b"", b""
+    position = header
+    for key in key_bytes:
+        key_entries += struct.pack("<HH", position, len(key))
+        position += len(key)
+    for value in values:
+        kind, data = _binary_json(value)
+        if kind in (0x04, 0x05):  # inline in a small container
+            entries += bytes([kind]) + data.ljust(2, b"\x00")
+        else:
+            entries += bytes([kind]) + struct.pack("<H", offset + len(tail))
+            tail += data
+    body = key_entries + entries + b"".join(key_bytes) + tail
+    return struct.pack("<HH", count, 4 + len(body)) + body
+
+
+def _packet(event_type: int, body: bytes) -> MysqlPacket:
+    body += b"\x00" * 4  # the checksum's place
+    header = struct.pack("<cIBIIIH", b"\0", 1700000000, event_type, 1, 19 + len(body), 4, 0)
+    return MysqlPacket(header + body, "utf8")
+
+
+def _event(table_map: dict[int, Any], event_type: int, body: bytes) -> Any:
+    allowed = frozenset([TableMapEvent, *ROW_OPS])
+    return BinLogPacketWrapper(_packet(event_type, body), table_map, _Control(), (8, 0, 36), True,
+                               allowed, None, None, None, None, False, False, False, True, False,
+                               False, None).event
+
+
+def _table_map_body(table_id: int) -> bytes:
+    types = bytes([FIELD_TYPE.LONG, FIELD_TYPE.JSON, FIELD_TYPE.VARCHAR])
+    metadata = bytes([4]) + struct.pack("<H", 400)  # JSON length bytes, VARCHAR max length
+    names = b"".join(bytes([len(n)]) + n for n in (b"id", b"doc", b"name"))
+    optional = (bytes([1, 1, 0x00])  # signedness: the INT is signed
+                + bytes([2, 1, 45])  # default charset utf8mb4_general_ci
+                + bytes([4, len(names)]) + names)
+    return (struct.pack("<Q", table_id)[:6] + b"\x00\x00" + b"\x02db\x00" + b"\x01t\x00"
+            + bytes([3]) + types + bytes([len(metadata)]) + metadata + b"\x06" + optional)
+
+
+def _row(row_id: int, doc: Any, name: str | None) -> bytes:
+    kind, data = _binary_json(doc)
+    value = bytes([kind]) + data
+    cells = struct.pack("<i", row_id) + struct.pack("<I", len(value)) + value
+    if name is not None:
+        cells += struct.pack("<H", len(name.encode())) + name.encode()
+    return bytes([0 if name is not None else 0b100]) + cells
+
+
+DOCS = [{"a": [1, 2.5, "x"], "b": None, "c": {"d": True, "é": "😀"}}, [], 7, -40000, "text",
+        {"n": -(2**40), "f": False}]
+
+
+@pytest.mark.parametrize("extra", [b"", b"\x01\x07\x00"], ids=["plain", "partition info"])
+def test_v2_rows_event_with_binary_json_equals_the_library(extra: bytes) -> None:
+    table_map: dict[int, Any] = {}
+    table_event = _event(table_map, 0x13, _table_map_body(77))
+    rows = b"".join(_row(i, doc, None if i % 3 == 2 else f"n{i}é") for i, doc in enumerate(DOCS))
+    body = (struct.pack("<Q", 77)[:6] + b"\x01\x00" + struct.pack("<H", 2 + len(extra)) + extra
+            + b"\x03\x07" + rows)
+    rows_event = _event(table_map, 0x1E, body)  # WRITE_ROWS_EVENT_V2
+    shape = TableShapes().shape_of(table_event)
+    assert shape.decoder is not None, shape.fallback_reason
+    fast = shape.decoder.images(rows_event, "c")
+    assert exact(fast) == exact(library_images(shape, rows_event, "c"))
+    assert [after for _, after in fast] == [
+        {"id": i, "doc": doc, "name": None if i % 3 == 2 else f"n{i}é"}
+        for i, doc in enumerate(DOCS)]
