@@ -105,6 +105,10 @@ def run_benchmark(base_dir: Path, args: argparse.Namespace) -> Run:
                                checkpoint_topic=EXACTLY_ONCE_CHECKPOINTS)
             eo = run_ours(eo_target, backlog, base_dir / "ours-eo", name="ours exactly-once")
         verify(bootstrap, rows, exactly_once)
+    for result in (ours, eo):
+        if result is not None and result.extra["decoder_fallback_warnings"]:
+            log.warning("%s: rows were decoded by the library, not the fast decoder (see the "
+                        "service log)", result.name)
     return Run(backlog, baseline, ours, eo)
 
 

@@ -126,7 +126,9 @@ def run_ours(target: Target, backlog: Backlog, work_dir: Path,
         if profiler is not None:
             profiler.wait(60)
     cpu = cpu_s(resource.RUSAGE_CHILDREN) - cpu_before
-    return ours_result(name, backlog, progress, cpu, profiled=profiler is not None)
+    result = ours_result(name, backlog, progress, cpu, profiled=profiler is not None)
+    result.extra["decoder_fallback_warnings"] = decoder_fallbacks(data_dir / "service.log")
+    return result
 
 
 def start_service(config_dir: Path, data_dir: Path, port: int) -> subprocess.Popen[bytes]:
@@ -205,6 +207,13 @@ def start_profiler(pid: int, path: Path, gil: bool) -> subprocess.Popen[bytes]:
     log.info("profiling worker pid=%d to %s", pid, path)
     with path.with_suffix(".log").open("ab") as out:
         return subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT)
+
+
+def decoder_fallbacks(log_path: Path) -> int:
+    """Table versions whose rows the library decoded instead of the fast row decoder (0: the
+    run measured the fast decoder); the worker logs each one once."""
+    text = log_path.read_text(errors="replace") if log_path.exists() else ""
+    return text.count("rows decoded by the library, not the fast decoder")
 
 
 def ours_result(name: str, backlog: Backlog, progress: Progress, cpu: float,

@@ -7,6 +7,7 @@ for the same bytes (the differential tests in tests/test_row_decoder.py compare 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from functools import cache
 from typing import Any
 
 from pymysqlreplication.json_binary import parse_json
@@ -52,7 +53,7 @@ def decimal_decoder(precision: int, scale: int) -> Callable[[bytes], str]:
         integer = integer_of(value >> fraction_bits)
         if not scale:
             return f"{sign}{integer}"
-        return f"{sign}{integer}.{fraction_of(value & fraction_mask):0{scale}d}"
+        return f"{sign}{integer}.{str(fraction_of(value & fraction_mask)).zfill(scale)}"
 
     return text
 
@@ -79,6 +80,14 @@ def _groups_value(
         return total * leftover_scale + (bits & ((1 << leftover_bits) - 1))
 
     return value
+
+
+@cache
+def fraction_texts(scale: int) -> tuple[str, ...]:
+    """``.ff`` for every value of a one-byte fraction group (scale 1 or 2), as
+    ``decimal_decoder`` writes it (values above the scale's digits, which servers do not
+    write, included)."""
+    return tuple(f".{value:0{scale}d}" for value in range(256))
 
 
 def set_decoder(labels: Sequence[str]) -> Callable[[int], str]:

@@ -105,8 +105,9 @@ def _decimal(index: int, column: Any, charset: str | None, is_json: bool) -> Pla
     precision, scale = column.precision, column.decimals
     size = fields.decimal_size(precision, scale)
     if precision - scale <= 9 and scale <= 9:
+        lines, constants = _small_decimal_lines(index, size, scale)
         return Plan(lines=[f'x = int.from_bytes(d[p:p + {size}], "big")', f"p += {size}",
-                           *_small_decimal_lines(size, scale)])
+                           *lines], constants=constants)
     name = f"_decimal{index}"
     decoder = fields.decimal_decoder(precision, scale)
     return Plan(
@@ -114,14 +115,25 @@ def _decimal(index: int, column: Any, charset: str | None, is_json: bool) -> Pla
     )
 
 
-def _small_decimal_lines(size: int, scale: int) -> list[str]:
-    """Inline ``fields.decimal_decoder`` where each part fits one group (value = its bits)."""
+def _small_decimal_lines(index: int, size: int, scale: int) -> tuple[list[str], dict[str, Any]]:
+    """Inline ``fields.decimal_decoder`` where each part fits one group (value = its bits);
+    a one-byte fraction's text (``.05``) is a table lookup."""
     top = 1 << (8 * size - 1)
     negative_flip = ((1 << (8 * size)) - 1) ^ top
+    if not scale:
+        return [f"if x & {top}:", f"    {{v}} = str(x ^ {top})", "else:",
+                f'    {{v}} = "-" + str(x ^ {negative_flip})'], {}
     shift = 8 * fields.decimal_size(scale, scale)
-    text = f"{{x >> {shift}}}.{{x & {(1 << shift) - 1}:0{scale}d}}" if scale else "{x}"
+    mask = (1 << shift) - 1
+    constants: dict[str, Any] = {}
+    if shift == 8:
+        table = f"_fraction{index}"
+        constants[table] = fields.fraction_texts(scale)
+        text = f"{{x >> 8}}{{{table}[x & 255]}}"
+    else:
+        text = f"{{x >> {shift}}}.{{str(x & {mask}).zfill({scale})}}"
     return [f"if x & {top}:", f"    x ^= {top}", f'    {{v}} = f"{text}"', "else:",
-            f"    x ^= {negative_flip}", f'    {{v}} = f"-{text}"']
+            f"    x ^= {negative_flip}", f'    {{v}} = f"-{text}"'], constants
 
 
 def _date(index: int, column: Any, charset: str | None, is_json: bool) -> Plan:

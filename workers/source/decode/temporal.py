@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime
 from collections.abc import Callable
+from functools import cache
 
 from workers.source.values import fraction, time_text
 
@@ -45,19 +46,37 @@ def datetime2_decoder(fsp: int) -> Decode:
     their second); one tuple, so a concurrent caller never pairs a value with another's text.
     """
     shift = 8 * fraction_bytes(fsp)
-    fraction_of = fraction_reader(fsp)
+    if fsp == 0 or shift > 16:
+        return _datetime2_with(shift, fraction_reader(fsp))
+    table = fraction_table(fsp)
+    text_of = _fraction_text(fsp)
+    mask, limit = (1 << shift) - 1, len(table)
     last: tuple[int, str | None] = (-1, None)
 
     def decode(value: int) -> str | None:
         nonlocal last
         whole = value >> shift
         seen = last
-        if seen[0] == whole:
-            text = seen[1]
-        else:
-            text = _datetime_seconds(whole)
-            last = (whole, text)
-        return None if text is None else text + fraction_of(value)
+        if seen[0] != whole:
+            seen = last = (whole, _datetime_seconds(whole))
+        if seen[1] is None:
+            return None
+        raw = value & mask
+        return seen[1] + (table[raw] if raw < limit else _checked(text_of(raw)))
+
+    return decode
+
+
+def _datetime2_with(shift: int, fraction_of: Callable[[int], str]) -> Decode:
+    last: tuple[int, str | None] = (-1, None)
+
+    def decode(value: int) -> str | None:
+        nonlocal last
+        whole = value >> shift
+        seen = last
+        if seen[0] != whole:
+            seen = last = (whole, _datetime_seconds(whole))
+        return None if seen[1] is None else seen[1] + fraction_of(value)
 
     return decode
 
@@ -166,9 +185,7 @@ def fraction_reader(fsp: int) -> Callable[[int], str]:
     text_of = _fraction_text(fsp)
     if fraction_bytes(fsp) > 2:
         return lambda value: _checked(text_of(value))
-    table = _FRACTION_TABLES.get(fsp)
-    if table is None:
-        table = _FRACTION_TABLES[fsp] = _fraction_table(fsp)
+    table = fraction_table(fsp)
     mask, limit = (1 << (8 * fraction_bytes(fsp))) - 1, len(table)
 
     def text(value: int) -> str:
@@ -191,7 +208,8 @@ def _fraction_text(fsp: int) -> Callable[[int], str | None]:
     return text
 
 
-def _fraction_table(fsp: int) -> tuple[str, ...]:
+@cache
+def fraction_table(fsp: int) -> tuple[str, ...]:
     """The text of every valid stored fraction of 1 or 2 bytes, sharing equal strings."""
     micro = signed_fraction(fsp)
     scale: int = 10 ** (6 - fsp)
@@ -203,9 +221,6 @@ def _checked(text: str | None) -> str:
     if text is None:
         raise ValueError("fraction of a second out of range")
     return text
-
-
-_FRACTION_TABLES: dict[int, tuple[str, ...]] = {}
 
 
 def _remember(cache: dict[int, str], key: int, text: str) -> str:
