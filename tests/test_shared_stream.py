@@ -13,6 +13,7 @@ import pytest
 from deploy.local.mariadb import MariaDBServer
 from state.records import BinlogPosition
 from state.spec import MysqlConfigSpec
+from tests.support.source import run, take
 from workers.events import ChangeEvent
 from workers.source.items import Progress, SourceFailure, SourceItem, TableSeen
 from workers.source.mysql import current_binlog_end
@@ -36,14 +37,6 @@ def registry() -> Iterator[StreamRegistry]:
     yield streams
     for stream in list(streams.streams.values()):
         stream.stop()
-
-
-def run(mariadb: MariaDBServer, *statements: str) -> None:
-    conn = mariadb.connect()
-    with conn.cursor() as cur:
-        for statement in statements:
-            cur.execute(statement)
-    conn.close()
 
 
 def insert(mariadb: MariaDBServer, db: str, table: str, ids: range) -> list[Row]:
@@ -71,14 +64,8 @@ def rows_of(events: list[ChangeEvent]) -> list[Row]:
 
 
 def take_rows(out: queue.Queue[SourceItem], count: int, timeout_s: float = 30.0) -> list[Row]:
-    """The next ``count`` rows; then nothing more for a moment."""
-    events: list[ChangeEvent] = []
-    deadline = time.monotonic() + timeout_s
-    while len(events) < count:
-        item = out.get(timeout=max(0.01, deadline - time.monotonic()))
-        assert not isinstance(item, SourceFailure), item.error
-        if not isinstance(item, TableSeen | Progress):
-            events.extend(item)
+    """The next ``count`` rows, in position order; then nothing more for a moment."""
+    events = take(out, count, timeout_s)
     assert [e.position.sort_key() for e in events] == sorted(e.position.sort_key()
                                                              for e in events)
     assert_no_rows(out, 0.5)

@@ -14,7 +14,7 @@ from deploy.local.mariadb import MariaDBServer
 from deploy.local.processes import free_port
 from state.records import BinlogPosition
 from state.spec import MysqlConfigSpec
-from tests.support.source import take
+from tests.support.source import run, take
 from workers.backoff import Backoff
 from workers.events import ChangeEvent
 from workers.source.dsn import parse_dsn
@@ -73,14 +73,6 @@ def db(mariadb: MariaDBServer, unique_name: str) -> Iterator[str]:
     yield unique_name
     with conn.cursor() as cur:
         cur.execute(f"DROP DATABASE {unique_name}")
-    conn.close()
-
-
-def run(mariadb: MariaDBServer, *statements: str) -> None:
-    conn = mariadb.connect()
-    with conn.cursor() as cur:
-        for statement in statements:
-            cur.execute(statement)
     conn.close()
 
 

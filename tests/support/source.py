@@ -1,9 +1,10 @@
-"""Reading a BinlogReader's output queue in tests."""
+"""Writing to the test MariaDB, and reading a binlog reader's output queue, in tests."""
 
 from __future__ import annotations
 
 import queue
 import time
+from typing import Any
 
 from workers.events import ChangeEvent
 from workers.source.items import Progress, SourceFailure, SourceItem, TableSeen
@@ -19,3 +20,14 @@ def take(out: queue.Queue[SourceItem], count: int, timeout_s: float = 20.0) -> l
         if not isinstance(item, TableSeen | Progress):
             events.extend(item)
     return events
+
+
+def run(server: Any, *statements: str) -> None:
+    """Execute ``statements`` in order on one autocommit connection to ``server``."""
+    conn = server.connect()
+    try:
+        with conn.cursor() as cur:
+            for statement in statements:
+                cur.execute(statement)
+    finally:
+        conn.close()
