@@ -29,6 +29,7 @@ TEXT_TYPES = frozenset(
     {FIELD_TYPE.STRING, FIELD_TYPE.VAR_STRING, FIELD_TYPE.VARCHAR, FIELD_TYPE.BLOB}
 )
 _US_PER_S = 1_000_000
+TWO_DIGITS = tuple(f"{n:02d}" for n in range(100))  # cheaper than a format spec per value
 _EPOCH = datetime.datetime(1970, 1, 1)
 # MySQL's latin1 is cp1252 with the five bytes cp1252 leaves undefined mapped to C1 controls.
 MYSQL_LATIN1 = "".join(bytes([b]).decode("cp1252", "ignore") or chr(b) for b in range(256))
@@ -137,7 +138,7 @@ def fraction(fsp: int) -> Callable[[int], str]:
     if not fsp:
         return lambda microsecond: ""
     divisor = 10 ** (6 - fsp)
-    return lambda microsecond: f".{microsecond // divisor:0{fsp}d}"
+    return lambda microsecond: "." + str(microsecond // divisor).zfill(fsp)
 
 
 def datetime_converter(column: Any) -> Converter:
@@ -176,7 +177,8 @@ def time_text(library_us: int, frac: Callable[[int], str]) -> str:
     seconds, micro = divmod(abs(total_us), _US_PER_S)
     minutes, second = divmod(seconds, 60)
     hour, minute = divmod(minutes, 60)
-    return f"{sign}{hour:02d}:{minute:02d}:{second:02d}{frac(micro)}"
+    hours = TWO_DIGITS[hour] if hour < 100 else str(hour)
+    return f"{sign}{hours}:{TWO_DIGITS[minute]}:{TWO_DIGITS[second]}{frac(micro)}"
 
 
 def fix_negative_time_us(total_us: int) -> int:

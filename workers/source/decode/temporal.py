@@ -14,7 +14,7 @@ import datetime
 from collections.abc import Callable
 from functools import cache
 
-from workers.source.values import fraction, time_text
+from workers.source.values import TWO_DIGITS, fraction, time_text
 
 Decode = Callable[[int], str | None]
 _CACHE_LIMIT = 100_000
@@ -88,7 +88,7 @@ def _datetime_seconds(whole: int) -> str | None:
     hour, minute, second = (whole >> 12) & 31, (whole >> 6) & 63, whole & 63
     if not day or hour > 23 or minute > 59 or second > 59:
         return None
-    return f"{day} {hour:02d}:{minute:02d}:{second:02d}"
+    return f"{day} {TWO_DIGITS[hour]}:{TWO_DIGITS[minute]}:{TWO_DIGITS[second]}"
 
 
 def _datetime_day(key: int) -> str:
@@ -137,7 +137,7 @@ def epoch_text(seconds: int, fraction_text: str) -> str:
         _remember(_EPOCH_DAYS, days, day)
     hour, rest = divmod(rest, 3600)
     minute, second = divmod(rest, 60)
-    return f"{day}T{hour:02d}:{minute:02d}:{second:02d}{fraction_text}"
+    return f"{day}T{TWO_DIGITS[hour]}:{TWO_DIGITS[minute]}:{TWO_DIGITS[second]}{fraction_text}"
 
 
 def time2_decoder(fsp: int) -> Decode:
@@ -203,7 +203,7 @@ def _fraction_text(fsp: int) -> Callable[[int], str | None]:
         us = micro(value)
         if us > 999_999:
             return None
-        return f".{max(us, 0) // scale:0{fsp}d}"
+        return "." + str(max(us, 0) // scale).zfill(fsp)
 
     return text
 
