@@ -154,7 +154,7 @@ class Arbiter:
     # ---- control: api requests, desired state, config reload -----------------------------
 
     def handle_control(self) -> None:
-        """Answer the api's requests; drain (and ignore) anything workers send."""
+        """Answer the api's requests; note which pipelines workers have let go."""
         for child in self.children():
             while child.conn is not None and child.conn.poll():
                 try:
@@ -166,6 +166,8 @@ class Arbiter:
                 if child is self.api:
                     self.apply_request(message)
                     child.conn.send(("ok",))
+                elif message[0] == "unassigned":
+                    self.moves.unassigned(message[1])
         self.release_moves()
 
     def apply_request(self, message: tuple[Any, ...]) -> None:
@@ -191,7 +193,7 @@ class Arbiter:
             log.error("cannot read placement inputs; placing without them: %s", exc)
             inputs = {}
         for slot, message in routed_changes(self.pipelines, desired, self.placement, inputs,
-                                            self.moves, time.time()):
+                                            self.moves, self.worker_pids()):
             self.tell(self.workers[slot], message)
         self.pipelines = desired
 
@@ -199,9 +201,11 @@ class Arbiter:
         """Start each moved pipeline on its new worker once its old worker has drained it."""
         if self.stopping_deadline is not None or not self.moves.held:
             return
-        alive = [child.process is not None for child in self.workers]
-        for slot, message in self.moves.released(self.heartbeats, alive, self.placement):
+        for slot, message in self.moves.released(self.worker_pids(), self.placement):
             self.tell(self.workers[slot], message)
+
+    def worker_pids(self) -> list[int | None]:
+        return [None if c.process is None else c.process.pid for c in self.workers]
 
     def tell(self, child: Child, message: tuple[Any, ...]) -> None:
         """Send to a worker; a deletion waits for a worker that is down."""

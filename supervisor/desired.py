@@ -36,22 +36,13 @@ class HeldAssign:
     """The assign of a moved pipeline, waiting for its old worker to let the pipeline go."""
 
     from_slot: int
-    sent_wall: float  # when the unassign went to ``from_slot`` (wall clock, like heartbeats)
+    from_pid: int | None  # the old worker's process when the unassign was sent
     message: Message | None = None
-    first_beat: float | None = None
+    reported: bool = False  # the old worker said it drained the pipeline
 
-    def let_go(self, heartbeat: float, alive: bool) -> bool:
-        """True once the old worker is down, or its loop stamped two heartbeats after the
-        unassign was sent: the second ends an iteration that began after the first, so its
-        control step has handled (drained) the unassign."""
-        if not alive:
-            return True
-        if heartbeat <= self.sent_wall:
-            return False
-        if self.first_beat is None:
-            self.first_beat = heartbeat
-            return False
-        return heartbeat > self.first_beat
+    def let_go(self, worker_pid: int | None) -> bool:
+        """True once the old worker reported the pipeline drained, or that process is gone."""
+        return self.reported or worker_pid is None or worker_pid != self.from_pid
 
 
 class Moves:
@@ -64,9 +55,15 @@ class Moves:
     def __contains__(self, name: object) -> bool:
         return name in self.held
 
-    def start(self, name: str, from_slot: int, now_wall: float) -> None:
+    def start(self, name: str, from_slot: int, from_pid: int | None) -> None:
         log.info("pipeline moves to another worker pipeline=%s from=worker-%d", name, from_slot)
-        self.held[name] = HeldAssign(from_slot, now_wall)
+        self.held[name] = HeldAssign(from_slot, from_pid)
+
+    def unassigned(self, name: str) -> None:
+        """A worker reported that it drained ``name`` (its last records are written)."""
+        held = self.held.get(name)
+        if held is not None:
+            held.reported = True
 
     def route(self, name: str, slot: int, message: Message) -> tuple[int, Message] | None:
         """Where a message goes now: a moving pipeline's assign is held (None); its other
@@ -80,12 +77,11 @@ class Moves:
         del self.held[name]
         return held.from_slot, message
 
-    def released(self, heartbeats: Sequence[float], alive: Sequence[bool],
-                 placement: Placement) -> Routed:
+    def released(self, worker_pids: Sequence[int | None], placement: Placement) -> Routed:
         """The held assigns whose old worker has let go, each to the pipeline's slot now."""
         routed: Routed = []
         for name, held in list(self.held.items()):
-            if held.let_go(heartbeats[held.from_slot], alive[held.from_slot]):
+            if held.let_go(worker_pids[held.from_slot]):
                 del self.held[name]
                 slot = placement.slot_of(name)
                 if held.message is not None and slot is not None:
@@ -96,7 +92,8 @@ class Moves:
 
 
 def routed_changes(old: Desired, new: Desired, placement: Placement,
-                   inputs: Mapping[str, Placeable], moves: Moves, now_wall: float) -> Routed:
+                   inputs: Mapping[str, Placeable], moves: Moves,
+                   worker_pids: Sequence[int | None]) -> Routed:
     """Place ``new`` (removed pipelines freed, ``inputs`` placed) and route each change to its
     slot. A pipeline that moved (its pin changed) is unassigned from its old slot; its assign
     is held in ``moves`` until the old worker has let it go."""
@@ -111,7 +108,7 @@ def routed_changes(old: Desired, new: Desired, placement: Placement,
         if placement.slot_of(name) not in (None, slot):
             if name not in moves:  # else it never reached ``slot``: the old worker still drains
                 routed.append((slot, ("unassign", name, "stopped")))
-                moves.start(name, slot, now_wall)
+                moves.start(name, slot, worker_pids[slot])
             messages.setdefault(name, worker_message(name, *new[name]))
     for name, message in messages.items():
         owner = placement.slot_of(name)

@@ -188,16 +188,18 @@ def test_a_moved_pipeline_starts_on_its_new_slot_once_the_old_worker_let_go() ->
     b_slot = placement.placed["b"]
     old: Desired = {"a": (1, "running"), "b": (1, "running")}
     new: Desired = {"a": (2, "running"), "c": (1, "paused")}
+    pids = [10, 11, 12]
     routed = routed_changes(old, new, placement, {"a": Placeable("db:1", pin=1),
-                                                  "c": Placeable("db:2")}, moves, 100.0)
+                                                  "c": Placeable("db:2")}, moves, pids)
     assert routed == [(0, ("unassign", "a", "stopped")),
                       (b_slot, ("unassign", "b", "deleted")),
                       (placement.placed["c"], ("unassign", "c", "paused"))]
     assert "b" not in placement.placed and "a" in moves
-    alive = [True, True, True]
-    assert moves.released([100.5, 0, 0], alive, placement) == []  # beat of a loop begun before
-    assert moves.released([99.0, 0, 0], alive, placement) == []
-    assert moves.released([101.0, 0, 0], alive, placement) == [(1, ("assign", "a", 2))]
+    assert moves.released(pids, placement) == []  # worker-0 is still draining it
+    moves.unassigned("b")  # another pipeline's report changes nothing
+    assert moves.released(pids, placement) == []
+    moves.unassigned("a")
+    assert moves.released(pids, placement) == [(1, ("assign", "a", 2))]
     assert "a" not in moves
 
 
@@ -205,18 +207,22 @@ def test_a_move_ends_when_the_old_worker_is_down_or_the_pipeline_changes_again()
     placement, moves = Placement(3), Moves()
     placement.place("a", Placeable("db:1", pin=0))
     running: Desired = {"a": (1, "running")}
+    pids = [10, 11, 12]
     routed_changes(running, {"a": (2, "running")}, placement, {"a": Placeable("db:1", pin=1)},
-                   moves, 100.0)
+                   moves, pids)
     # moved again before it started: nothing to unassign on slot 1, still held for slot 0
     routed = routed_changes({"a": (2, "running")}, {"a": (3, "running")}, placement,
-                            {"a": Placeable("db:1", pin=2)}, moves, 101.0)
+                            {"a": Placeable("db:1", pin=2)}, moves, pids)
     assert routed == [] and "a" in moves
-    assert moves.released([0.0, 0, 0], [False, True, True], placement) == [
+    assert moves.released([20, 11, 12], placement) == [  # worker-0 was replaced
         (2, ("assign", "a", 3))]
     routed_changes({"a": (3, "running")}, {"a": (4, "running")}, placement,
-                   {"a": Placeable("db:1", pin=0)}, moves, 102.0)
-    deleted = routed_changes({"a": (4, "running")}, {}, placement, {}, moves, 103.0)
-    assert deleted == [(2, ("unassign", "a", "deleted"))] and "a" not in moves  # after drain
+                   {"a": Placeable("db:1", pin=0)}, moves, pids)
+    assert moves.released([10, 11, None], placement) == [(0, ("assign", "a", 4))]  # down
+    routed_changes({"a": (4, "running")}, {"a": (5, "running")}, placement,
+                   {"a": Placeable("db:1", pin=1)}, moves, pids)
+    deleted = routed_changes({"a": (5, "running")}, {}, placement, {}, moves, pids)
+    assert deleted == [(0, ("unassign", "a", "deleted"))] and "a" not in moves  # after drain
 
 
 def test_measured_rate_and_server_key() -> None:

@@ -150,8 +150,15 @@ class Worker:
             self.writer.delete("status", name)
             for db_name in ("checkpoints", "schemas", "dlq"):
                 self.writer.delete_prefix(db_name, name + SEP)
-            self.writer.flush()
             log.info("pipeline state deleted pipeline=%s", name)
+        self.writer.flush()
+        self.report(("unassigned", name))  # its last records are written: another may start it
+
+    def report(self, message: tuple[Any, ...]) -> None:
+        try:
+            self.conn.send(message)
+        except OSError:
+            self.stopping = True  # the supervisor is gone
 
     def forget_removed_sinks(self, name: str, sink_ids: set[str]) -> None:
         """Checkpoints of sinks no longer in the spec (removed by PATCH) are deleted."""
