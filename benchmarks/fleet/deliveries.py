@@ -105,7 +105,10 @@ class Deliveries:
     def _run(self) -> None:
         consumer = Consumer({"bootstrap.servers": self.bootstrap,
                              "group.id": f"fleet-bench-{uuid.uuid4()}",
-                             "enable.auto.commit": False, "fetch.wait.max.ms": 100})
+                             "enable.auto.commit": False, "fetch.wait.max.ms": 100,
+                             # errors only: a loaded broker makes librdkafka warn about its
+                             # metadata cache in bursts of one line per partition
+                             "log_level": 3})
         try:
             consumer.assign([TopicPartition(t, 0, OFFSET_BEGINNING) for t in self.topics])
             while not self.stop_event.is_set():

@@ -52,9 +52,9 @@ def parse_settings(argv: list[str] | None) -> Settings:
     add("--settle-s", type=float, default=10.0, help="wait after all run, before idle figures")
     add("--tick-ms", type=float, default=100.0, help="load generator round trip period")
     add("--sample-every", type=int, default=10, help="latency from every n-th row id")
-    add("--start-timeout-s", type=float, default=180.0, help="give up waiting for running")
-    add("--recover-timeout-s", type=float, default=60.0, help="give up waiting after a kill")
-    add("--drain-timeout-s", type=float, default=90.0, help="wait for the rest after the load")
+    add("--start-timeout-s", type=float, default=120.0, help="give up waiting for running")
+    add("--recover-timeout-s", type=float, default=45.0, help="give up waiting after a kill")
+    add("--drain-timeout-s", type=float, default=60.0, help="wait for the rest after the load")
     add("--scrapes", type=int, default=5, help="GET /metrics timed per phase")
     add("--modes", default="on,off", help="stream sharing modes to run, in order: on,off")
     add("--no-sharing-flag", action="store_true",
