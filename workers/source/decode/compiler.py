@@ -30,7 +30,7 @@ def compile_images(
         plan_for(i, column, charset, column.name in json_names)
         for i, (column, charset) in enumerate(zip(columns, charsets, strict=True))
     ]
-    namespace: dict[str, Any] = {}
+    namespace: dict[str, Any] = {"_from_bytes": int.from_bytes}  # cheaper than int.from_bytes
     for plan in plans:
         namespace.update(plan.constants)
     source = _function_source(names, plans, namespace)
@@ -69,7 +69,7 @@ def _null_bitmap(null_bytes: int, count: int) -> str:
         return f"d[p]{mask}"
     if null_bytes == 2:
         return f"(d[p] | d[p + 1] << 8){mask}"
-    return f'int.from_bytes(d[p:p + {null_bytes}], "little"){mask}'
+    return f'_from_bytes(d[p:p + {null_bytes}], "little"){mask}'
 
 
 def _with_nulls(plans: list[Plan], namespace: dict[str, Any]) -> list[str]:

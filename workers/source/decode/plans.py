@@ -106,7 +106,7 @@ def _decimal(index: int, column: Any, charset: str | None, is_json: bool) -> Pla
     size = fields.decimal_size(precision, scale)
     if precision - scale <= 9 and scale <= 9:
         lines, constants = _small_decimal_lines(index, size, scale)
-        return Plan(lines=[f'x = int.from_bytes(d[p:p + {size}], "big")', f"p += {size}",
+        return Plan(lines=[f'x = _from_bytes(d[p:p + {size}], "big")', f"p += {size}",
                            *lines], constants=constants)
     name = f"_decimal{index}"
     decoder = fields.decimal_decoder(precision, scale)
@@ -145,7 +145,7 @@ def _date(index: int, column: Any, charset: str | None, is_json: bool) -> Plan:
 
 def _big_endian(width: int, name: str, decoder: Any) -> Plan:
     return Plan(
-        lines=[f'{{v}} = {name}(int.from_bytes(d[p:p + {width}], "big"))', f"p += {width}"],
+        lines=[f'{{v}} = {name}(_from_bytes(d[p:p + {width}], "big"))', f"p += {width}"],
         constants={name: decoder},
     )
 
@@ -172,7 +172,7 @@ def _bit(index: int, column: Any, charset: str | None, is_json: bool) -> Plan:
     width, mask = column.bytes, fields.bit_mask(column.bits)
     if width < 1:
         raise Unsupported("bit_width")
-    return Plan(lines=[f'{{v}} = int.from_bytes(d[p:p + {width}], "big") & {mask}',
+    return Plan(lines=[f'{{v}} = _from_bytes(d[p:p + {width}], "big") & {mask}',
                        f"p += {width}"])
 
 
@@ -185,7 +185,7 @@ def _length_lines(size: int) -> list[str]:
     elif size == 3:
         read = "d[p] | d[p + 1] << 8 | d[p + 2] << 16"
     elif size == 4:
-        read = 'int.from_bytes(d[p:p + 4], "little")'
+        read = '_from_bytes(d[p:p + 4], "little")'
     else:
         raise Unsupported("length_size")
     return [f"n = {read}", f"p += {size}"]
