@@ -9,6 +9,7 @@ import time
 from collections.abc import Iterator
 
 import pytest
+from prometheus_client import REGISTRY
 
 from deploy.local.mariadb import MariaDBServer
 from state.records import BinlogPosition
@@ -240,3 +241,23 @@ def test_a_fatal_stream_error_reaches_every_pipeline_through_a_reader_of_its_own
         assert isinstance(item, SourceFailure), item
         assert "access denied" in str(item.error)
         assert "-wrong" not in str(item.error)
+
+
+def test_rows_the_library_decodes_are_counted_for_each_pipeline_of_the_stream(
+        mariadb: MariaDBServer, db: str, registry: StreamRegistry) -> None:
+    try:  # a DATETIME in the pre-5.6 format: the fast decoder leaves it to the library
+        run(mariadb, "SET GLOBAL mysql56_temporal_format = OFF",
+            f"CREATE TABLE {db}.old (id INT PRIMARY KEY, at DATETIME)")
+    finally:
+        run(mariadb, "SET GLOBAL mysql56_temporal_format = ON")
+    source = config(mariadb, db, f"fb1-{db}", ["old"])
+    start = current_binlog_end(source)
+    outs = [subscribe(registry, config(mariadb, db, name, ["old"]), start)[1]
+            for name in (f"fb1-{db}", f"fb2-{db}")]
+    run(mariadb, f"INSERT INTO {db}.old VALUES (1, '2024-02-29 10:11:12'), (2, NULL)")
+    for out in outs:
+        assert [e.after for e in take(out, 2)] == [{"id": 1, "at": "2024-02-29 10:11:12"},
+                                                   {"id": 2, "at": None}]
+    for name in (f"fb1-{db}", f"fb2-{db}"):
+        assert REGISTRY.get_sample_value("deltaforge_source_decode_fallback_total",
+                                         {"pipeline": name, "reason": "type:DATETIME"}) == 2

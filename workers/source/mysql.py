@@ -18,6 +18,7 @@ from state.records import BinlogPosition
 from state.spec import MysqlConfigSpec
 from workers.backoff import Backoff
 from workers.events import ChangeEvent
+from workers.metrics import count_decode_fallback
 from workers.source.connection import (
     check_server,
     classify,
@@ -224,7 +225,7 @@ class BinlogReader(BinlogFollower):
         self._out = out
         self._handover = handover
         self._tables = TableFilter(config.tables)
-        self._shapes = TableShapes(self._json_columns)
+        self._shapes = TableShapes(self._json_columns, on_fallback=self._count_fallback)
         self._router = self._new_router(start)
         self.handed_over = False
 
@@ -276,6 +277,9 @@ class BinlogReader(BinlogFollower):
 
     def _on_fatal(self, error: SourceError) -> None:
         self._put_item(SourceFailure(error))
+
+    def _count_fallback(self, shape: TableShape, reason: str, rows: int) -> None:
+        count_decode_fallback(self._name, reason, rows)
 
     def _on_new_table(self, shape: TableShape) -> None:
         self._put_item(TableSeen(shape.schema_record()))

@@ -39,6 +39,7 @@ from pymysqlreplication.row_event import TableMapEvent
 
 from state.records import BinlogPosition, min_position
 from state.spec import MysqlConfigSpec
+from workers.metrics import count_decode_fallback
 from workers.source.dsn import parse_dsn
 from workers.source.errors import SourceError, SourceUnreachableError
 from workers.source.items import Progress, SourceItem, TableSeen
@@ -122,7 +123,7 @@ class BinlogStream(BinlogFollower):
         self._matches: dict[tuple[str, str], tuple[Subscription, ...]] = {}
         self._by_table_id: dict[int, tuple[TableShape, tuple[Subscription, ...]]] = {}
         self._touched: list[Subscription] = []
-        self._shapes = TableShapes(self._json_columns)
+        self._shapes = TableShapes(self._json_columns, on_fallback=self._count_fallback)
         self._tracker: PositionTracker | None = None
         self._next_start: tuple[int, str, int, int] | None = None  # where the next event starts
         self._joined_at = time.monotonic()
@@ -386,6 +387,11 @@ class BinlogStream(BinlogFollower):
         if sub.emitter is None:
             return sub.start_position  # still waiting: nothing was delivered yet
         return sub.emitter.resume_position(self._tracker)
+
+    def _count_fallback(self, shape: TableShape, reason: str, rows: int) -> None:
+        """Rows the library decoded, counted for every pipeline that gets them."""
+        for sub in self._subscribers_of(shape.schema, shape.table):
+            count_decode_fallback(sub.name, reason, rows)
 
     def _subscribers_of(self, schema: str, table: str) -> tuple[Subscription, ...]:
         subs = self._matches.get((schema, table))

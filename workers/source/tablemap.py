@@ -97,11 +97,9 @@ class TableShape:
 class TableShapes:
     """Cache of shapes by table-map signature; also prepares each table map for raw text."""
 
-    def __init__(self, json_columns: JsonColumnLookup | None = None,
-                 on_new: Callable[[TableShape], None] | None = None, *,
+    def __init__(self, json_columns: JsonColumnLookup | None = None, *,
                  on_fallback: FallbackHook | None = None) -> None:
         self._json_columns = json_columns
-        self._on_new = on_new
         self._by_signature: dict[tuple[Any, ...], TableShape] = {}
         self.fallbacks = DecodeFallbacks(on_fallback)
 
@@ -113,8 +111,6 @@ class TableShapes:
         if shape is None:
             shape = self._build(event, charsets, signature)
             self._by_signature[signature] = shape
-            if self._on_new is not None:
-                self._on_new(shape)
         return shape
 
     def _build(
