@@ -357,3 +357,19 @@ def test_odd_ddl_between_rows_neither_stops_nor_corrupts_the_stream(
     after_alter = events[-2].after
     assert after_alter == {"id": len(ODD_STATEMENTS) - 1, "v": f"r{len(ODD_STATEMENTS) - 1}",
                            "note": None}
+
+
+def test_a_compressed_binlog_fails_loudly_instead_of_missing_rows(
+    mariadb: MariaDBServer, db: str
+) -> None:
+    """mysql-replication drops MariaDB's compressed rows events without a word."""
+    config = source_config(mariadb.cdc_dsn(), [f"{db}.t"])
+    start = current_binlog_end(config)
+    run(mariadb, "SET GLOBAL log_bin_compress = ON")
+    try:
+        with reading(config, start) as out:
+            error = failure(out).error
+    finally:
+        run(mariadb, "SET GLOBAL log_bin_compress = OFF")
+    assert isinstance(error, SourceConfigError)
+    assert "log_bin_compress=ON" in str(error) and "turn it off" in str(error)

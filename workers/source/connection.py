@@ -28,6 +28,13 @@ _REQUIRED_SETTINGS = {
     "binlog_row_image": "FULL",
     "binlog_row_metadata": "FULL",
 }
+# Settings under which mysql-replication silently drops row changes: it cannot read MariaDB's
+# compressed events, MySQL's transaction payloads or partial JSON updates.
+_UNREADABLE_SETTINGS = {
+    "log_bin_compress": ("ON", "MariaDB compressed binlog events"),
+    "binlog_transaction_compression": ("ON", "MySQL compressed transaction payloads"),
+    "binlog_row_value_options": ("PARTIAL_JSON", "MySQL partial JSON updates"),
+}
 _JSON_CHECK = re.compile(r"json_valid\(`((?:[^`]|``)+)`\)", re.IGNORECASE)
 
 
@@ -95,7 +102,8 @@ def check_server(conn: pymysql.connections.Connection, dsn: MysqlDsn) -> None:
     with conn.cursor() as cur:
         cur.execute(
             "SHOW GLOBAL VARIABLES WHERE Variable_name IN "
-            "('log_bin', 'binlog_format', 'binlog_row_image', 'binlog_row_metadata')"
+            "('log_bin', 'binlog_format', 'binlog_row_image', 'binlog_row_metadata', "
+            "'log_bin_compress', 'binlog_transaction_compression', 'binlog_row_value_options')"
         )
         settings = {str(k).lower(): str(v).upper() for k, v in cur.fetchall()}
     if settings.get("log_bin") != "ON":
@@ -104,6 +112,11 @@ def check_server(conn: pymysql.connections.Connection, dsn: MysqlDsn) -> None:
         f"{k}={settings.get(k)} (need {v})"
         for k, v in _REQUIRED_SETTINGS.items()
         if settings.get(k) != v
+    ]
+    wrong += [
+        f"{name}={settings[name]} (the binlog reader would miss rows in {what}; turn it off)"
+        for name, (value, what) in _UNREADABLE_SETTINGS.items()
+        if value in settings.get(name, "")
     ]
     if wrong:
         raise SourceConfigError(f"server {dsn.address} cannot be captured: {', '.join(wrong)}")
