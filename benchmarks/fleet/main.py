@@ -40,8 +40,14 @@ def main(argv: list[str] | None = None) -> int:
               "measure its default behaviour in every mode", file=sys.stderr)
         return 2
     signal.signal(signal.SIGTERM, _interrupt)  # cleanup as for Ctrl-C
+    signal.signal(signal.SIGINT, _interrupt)  # also when started with SIGINT ignored (a & job)
     started_at = datetime.now(UTC)
-    report = run(settings)
+    try:
+        report = run(settings)
+    except KeyboardInterrupt:
+        print("interrupted; everything the benchmark started is stopped",
+              file=sys.stderr)
+        return 130
     report |= {"date": started_at.isoformat(timespec="seconds"), "command": _command(argv),
                "duration_s": round((datetime.now(UTC) - started_at).total_seconds(), 1)}
     print(table(report["figures"], report["ratio_off_to_on"]))
