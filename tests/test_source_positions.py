@@ -17,6 +17,7 @@ from state.spec import MysqlConfigSpec
 from tests.support.source import run, take
 from workers.backoff import Backoff
 from workers.events import ChangeEvent
+from workers.source.connection import connect, preferred_tls_context
 from workers.source.dsn import parse_dsn
 from workers.source.errors import (
     SourceAuthError,
@@ -373,3 +374,19 @@ def test_a_compressed_binlog_fails_loudly_instead_of_missing_rows(
         run(mariadb, "SET GLOBAL log_bin_compress = OFF")
     assert isinstance(error, SourceConfigError)
     assert "log_bin_compress=ON" in str(error) and "turn it off" in str(error)
+
+
+def test_connections_share_one_tls_context(mariadb: MariaDBServer, db: str) -> None:
+    """PyMySQL's default (PREFERRED) TLS mode, with the context built once per process."""
+    config = source_config(mariadb.cdc_dsn(), [f"{db}.t"])
+    dsn = parse_dsn(config.dsn)
+    first, second = connect(config, dsn), connect(config, dsn)
+    try:
+        assert first.ctx is second.ctx is preferred_tls_context()
+        for conn in (first, second):
+            with conn.cursor() as cur:
+                cur.execute(f"SELECT COUNT(*) FROM {db}.t")
+                assert cur.fetchone() == (0,)
+    finally:
+        first.close()
+        second.close()

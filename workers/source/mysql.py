@@ -20,6 +20,7 @@ from workers.backoff import Backoff
 from workers.events import ChangeEvent
 from workers.metrics import count_decode_fallback
 from workers.source.connection import (
+    Connection,
     check_server,
     classify,
     connect,
@@ -192,7 +193,7 @@ class BinlogFollower:
         """pymysql.connect for the library; counts stream (re)connections, refuses after stop."""
         if self._stop.is_set():
             raise StopReading
-        conn = pymysql.connect(**settings)
+        conn = Connection(**settings)
         if "cursorclass" not in settings:  # the library's control connection sets one
             self._stream_connects += 1
             self._stream_conn = conn
