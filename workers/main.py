@@ -23,11 +23,13 @@ from state.stores import SEP, CheckpointStore, SpecStore
 from state.writer import GroupCommitWriter
 from workers.metrics import use_process_identity
 from workers.runner import PipelineRunner
+from workers.sinks.producers import process_pool
 from workers.source.shared import StreamRegistry
 from workers.waker import ReadyPipelines, Waker
 
 log = logging.getLogger(__name__)
 MAX_SLEEP_S = 0.5
+REPORT_POLL_S = 0.005  # while Kafka owes delivery reports, the loop polls this often
 STREAM_REPORT_INTERVAL_S = 1.0
 
 
@@ -55,6 +57,8 @@ class Worker:
         self.install_signal_handlers()
         use_process_identity(f"worker-{self.slot}")
         self.state = open_state(self.data_dir)
+        self.producers = process_pool()
+        self.outstanding = 0
         self.specs = SpecStore(self.state)
         self.checkpoints = CheckpointStore(self.state)
         self.writer = GroupCommitWriter(self.state)
@@ -62,6 +66,7 @@ class Worker:
         while not self.stopping:
             self.handle_signals()
             self.handle_control()
+            self.outstanding = self.producers.poll()
             self.step_pipelines()
             self.report_streams()
             self.stamp_heartbeat()
@@ -191,7 +196,8 @@ class Worker:
 
     def sleep(self) -> None:
         next_due = min(self.due_at.values(), default=math.inf)
-        timeout = min(MAX_SLEEP_S, next_due - time.monotonic())
+        timeout = min(MAX_SLEEP_S, next_due - time.monotonic(),
+                      REPORT_POLL_S if self.outstanding else MAX_SLEEP_S)
         if timeout > 0:
             wait([self.conn, self.waker.fileno()], timeout)
 

@@ -169,7 +169,8 @@ class PipelineRunner:
         sinks: dict[str, SinkState] = {}
         try:
             for sink_spec in self.spec.spec.sinks:
-                sink = open_sink(self.name, self.spec.metadata.tenant, sink_spec.config)
+                sink = open_sink(self.name, self.spec.metadata.tenant, sink_spec.config,
+                                 self.wake.set)
                 sinks[sink.sink_id] = SinkState(sink, self._initial(stored, sink.sink_id, fresh))
                 sink.check_connection(timeout_s=SINK_CONNECT_TIMEOUT_S)
                 committed = sink.committed_position(timeout_s=SINK_CONNECT_TIMEOUT_S)
@@ -443,10 +444,13 @@ class PipelineRunner:
                  self.name, record.database, record.table, version, record.fingerprint)
 
     def _collect(self, now: float, poll_s: float) -> None:
+        """Record completed batches. The worker's loop polls the producers and a completed
+        batch wakes this pipeline; ``poll_s`` > 0 (a drain) polls here and waits that long."""
         for sink_id, state in self.sinks.items():
             if state.detached:
                 continue
-            state.sink.poll(poll_s if len(self.sinks) == 1 else 0.0)
+            if poll_s:
+                state.sink.poll(poll_s if len(self.sinks) == 1 else 0.0)
             for outcome in state.sink.take_completed():
                 self._record_outcome(sink_id, state, outcome)
                 if state.detached:
@@ -500,7 +504,7 @@ class PipelineRunner:
         state.catchup = SinkCatchup(
             self.name, self.spec.spec.source.config, spec, state.position,
             Batcher(self.spec.spec.batch, self.batcher.split_large_transactions),
-            lambda sink_spec: open_sink(self.name, tenant, sink_spec),
+            lambda sink_spec: open_sink(self.name, tenant, sink_spec, self.wake.set),
             self._write_checkpoint, self.wake)
         state.catchup.retry_at = time.monotonic() + state.catchup.backoff.next_delay()
 
@@ -543,7 +547,7 @@ class PipelineRunner:
         if self.unsent is not None and not self._awaiting_acks():
             return 0.25  # waiting for DLQ room: re-checked a few times a second
         if self.inflight:
-            return 0.005
+            return 0.25  # a completed batch wakes the pipeline; this is a safety net
         if self.state == "running" and not self._sinks_have_room():
             return 0.05  # others' messages fill the shared client buffer: check again soon
         if any(state.catchup is not None for state in self.sinks.values()):
@@ -564,10 +568,11 @@ class PipelineRunner:
             self._status_written_at = now
 
 
-def open_sink(pipeline: str, tenant: str, spec: KafkaConfigSpec) -> KafkaSink:
+def open_sink(pipeline: str, tenant: str, spec: KafkaConfigSpec,
+              on_batch_done: Callable[[], None]) -> KafkaSink:
     """The at-least-once sink, or the transactional one for ``exactly_once: true``."""
     kind = TransactionalKafkaSink if spec.exactly_once else KafkaSink
-    return kind(pipeline, tenant, spec)
+    return kind(pipeline, tenant, spec, on_batch_done=on_batch_done)
 
 
 def _after(events: list[ChangeEvent], position: BinlogPosition) -> list[ChangeEvent]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,10 +25,11 @@ class BatchTracker:
     """Counts one batch's delivery reports; its bound ``on_delivery`` is the produce callback."""
 
     __slots__ = ("batch_id", "sent", "delivered", "failed", "error", "bytes", "sent_at",
-                 "done_at", "sealed")
+                 "done_at", "sealed", "on_done")
 
-    def __init__(self, batch_id: int) -> None:
+    def __init__(self, batch_id: int, on_done: Callable[[], None] | None = None) -> None:
         self.batch_id = batch_id
+        self.on_done = on_done
         self.sent = 0
         self.delivered = 0
         self.failed = 0
@@ -57,6 +59,8 @@ class BatchTracker:
         self.failed = self.sent - self.delivered
         self.sealed = True
         self.done_at = time.monotonic()
+        if self.on_done is not None:
+            self.on_done()
 
     def is_complete(self) -> bool:
         return self.done_at is not None
@@ -69,16 +73,21 @@ class BatchTracker:
     def _mark_if_done(self) -> None:
         if self.sealed and self.delivered + self.failed == self.sent:
             self.done_at = time.monotonic()
+            if self.on_done is not None:
+                self.on_done()
 
 
 class BatchLedger:
     """Batches in send order; completed ones are handed out only from the front."""
 
-    def __init__(self) -> None:
+    def __init__(self, on_done: Callable[[], None] | None = None) -> None:
+        """``on_done`` is called each time a batch completes (from whichever thread or sink
+        served its last delivery report)."""
         self._batches: deque[BatchTracker] = deque()
+        self._on_done = on_done
 
     def open(self, batch_id: int) -> BatchTracker:
-        tracker = BatchTracker(batch_id)
+        tracker = BatchTracker(batch_id, self._on_done)
         self._batches.append(tracker)
         return tracker
 

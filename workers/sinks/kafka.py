@@ -81,8 +81,11 @@ class KafkaSink:
     transactional = False
 
     def __init__(self, pipeline: str, tenant: str, spec: KafkaConfigSpec,
-                 pool: ProducerPool | None = None) -> None:
-        """``pool`` defaults to this process's; benchmarks pass an unshared one."""
+                 pool: ProducerPool | None = None,
+                 on_batch_done: Callable[[], None] | None = None) -> None:
+        """``pool`` defaults to this process's; benchmarks pass an unshared one.
+        ``on_batch_done`` is called when a batch has all its delivery reports (its owner's
+        wake-up: the worker polls the producers, so reports arrive outside ``poll``)."""
         self.sink_id = spec.id
         self.required = spec.required
         self._pipeline = pipeline
@@ -91,7 +94,7 @@ class KafkaSink:
         self._topic_of = compile_topic(spec.topic, pipeline, tenant)
         self._key_of = compile_key(spec.key, pipeline, tenant)
         self._valid_topics: set[str] = set()
-        self._ledger = _Ledger()
+        self._ledger = _Ledger(on_batch_done)
         self._last_error: str | None = None
         self._pool = process_pool() if pool is None else pool
         config = self._client_config(spec)

@@ -9,6 +9,7 @@ aborts their open transaction) and the position is read back with ``read_committ
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException
@@ -35,10 +36,11 @@ class TransactionalKafkaSink(KafkaSink):
 
     transactional = True
 
-    def __init__(self, pipeline: str, tenant: str, spec: KafkaConfigSpec) -> None:
+    def __init__(self, pipeline: str, tenant: str, spec: KafkaConfigSpec,
+                 on_batch_done: Callable[[], None] | None = None) -> None:
         self._checkpoint_topic = spec.checkpoint_topic
         self._commit_timeout_s = float(spec.send_timeout_secs)
-        super().__init__(pipeline, tenant, spec)
+        super().__init__(pipeline, tenant, spec, on_batch_done=on_batch_done)
         self._position_key = checkpoint_topic.record_key(pipeline, spec.id)
 
     def _client_config(self, spec: KafkaConfigSpec) -> dict[str, Any]:

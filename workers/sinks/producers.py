@@ -85,6 +85,7 @@ class ProducerPool:
         self.shared = shared
         self.pid = os.getpid()
         self._clients: dict[ConfigKey, ProducerClient] = {}
+        self._open: set[ProducerClient] = set()  # shared or not, until closed
         self._lock = threading.Lock()  # sinks are opened in start-up threads
 
     def acquire(self, config: dict[str, Any], on_error: ClientErrorListener) -> ProducerClient:
@@ -94,6 +95,7 @@ class ProducerPool:
             if client is None:
                 client = ProducerClient(config, shared=False)
             client.attach(on_error)
+            self._open.add(client)
             return client
 
     def release(self, client: ProducerClient, on_error: ClientErrorListener) -> None:
@@ -104,6 +106,7 @@ class ProducerPool:
             key = config_key(client.config)
             if self._clients.get(key) is client:
                 del self._clients[key]
+            self._open.discard(client)
         client.close()
         if client.shared:
             log.info("shared kafka producer closed brokers=%s", client.config["bootstrap.servers"])
@@ -111,6 +114,17 @@ class ProducerPool:
     def __len__(self) -> int:
         """Shared producers currently open."""
         return len(self._clients)
+
+    def poll(self) -> int:
+        """Serve every producer's delivery reports and errors (once per worker loop, not per
+        pipeline); returns the messages still awaiting a report."""
+        with self._lock:
+            clients = list(self._open)
+        outstanding = 0
+        for client in clients:
+            client.producer.poll(0)
+            outstanding += len(client.producer)
+        return outstanding
 
     def _shareable(self, config: dict[str, Any]) -> bool:
         return self.shared and "transactional.id" not in config
