@@ -34,7 +34,7 @@ class PrefixDelete(NamedTuple):
 class GroupCommitWriter:
     """Puts records into sub-databases from a dedicated thread, many per transaction."""
 
-    def __init__(self, state: StateEnv, interval_s: float = 0.005) -> None:
+    def __init__(self, state: StateEnv, interval_s: float = 0.02) -> None:
         self.state = state
         self.interval_s = interval_s
         self.commits = 0

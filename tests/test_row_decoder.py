@@ -45,6 +45,7 @@ from workers.source.decode import Images
 from workers.source.mysql import current_binlog_end
 from workers.source.stream import STREAM_EVENTS, row_images
 from workers.source.tablemap import TableShape, TableShapes, library_images
+from workers.source.tablemap_cache import CachedTableMapEvent
 from workers.source.values import float32
 
 FSPS = range(7)
@@ -634,7 +635,7 @@ def _packet(event_type: int, body: bytes) -> MysqlPacket:
 
 
 def _event(table_map: dict[int, Any], event_type: int, body: bytes) -> Any:
-    allowed = frozenset([TableMapEvent, *ROW_OPS])
+    allowed = frozenset([CachedTableMapEvent, *ROW_OPS])  # what our readers ask for
     return BinLogPacketWrapper(_packet(event_type, body), table_map, _Control(), (8, 0, 36), True,
                                allowed, None, None, None, None, False, False, False, True, False,
                                False, None).event

@@ -9,6 +9,7 @@ from contextlib import contextmanager
 from typing import Any
 
 import pytest
+from pymysqlreplication import BinLogStreamReader
 
 from deploy.local.mariadb import MariaDBServer
 from deploy.local.processes import free_port
@@ -17,7 +18,7 @@ from state.spec import MysqlConfigSpec
 from tests.support.source import run, take
 from workers.backoff import Backoff
 from workers.events import ChangeEvent
-from workers.source.connection import connect, preferred_tls_context
+from workers.source.connection import connect, connection_settings, preferred_tls_context
 from workers.source.dsn import parse_dsn
 from workers.source.errors import (
     SourceAuthError,
@@ -27,6 +28,7 @@ from workers.source.errors import (
 )
 from workers.source.items import Progress, SourceFailure, SourceItem
 from workers.source.mysql import BinlogReader, current_binlog_end
+from workers.source.tablemap_cache import CachedTableMapEvent
 from workers.source.tables import TableFilter
 
 
@@ -390,3 +392,24 @@ def test_connections_share_one_tls_context(mariadb: MariaDBServer, db: str) -> N
     finally:
         first.close()
         second.close()
+
+
+def test_table_maps_are_parsed_once_per_distinct_body(mariadb: MariaDBServer, db: str) -> None:
+    config = source_config(mariadb.cdc_dsn(), [f"{db}.t"])
+    start = current_binlog_end(config)
+    run(mariadb, f"INSERT INTO {db}.t VALUES (1, 'a')", f"INSERT INTO {db}.t VALUES (2, 'b')",
+        f"ALTER TABLE {db}.t ADD COLUMN w INT", f"INSERT INTO {db}.t VALUES (3, 'c', 7)")
+    stream = BinLogStreamReader(
+        connection_settings=connection_settings(config), server_id=4242, log_file=start.file,
+        log_pos=start.pos, resume_stream=True, blocking=False, only_schemas=[db],
+        only_events=[CachedTableMapEvent])
+    try:
+        maps = list(stream)
+    finally:
+        stream.close()
+    assert [type(m) for m in maps] == [CachedTableMapEvent] * 3
+    first, again, altered = maps
+    assert again.columns is first.columns  # the second parse was skipped
+    assert again.packet.log_pos > first.packet.log_pos and again.table == "t"
+    assert [c.name for c in altered.columns] == ["id", "v", "w"]
+    assert altered.columns is not first.columns

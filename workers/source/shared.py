@@ -35,7 +35,6 @@ from pymysqlreplication.event import (
     RotateEvent,
     XidEvent,
 )
-from pymysqlreplication.row_event import TableMapEvent
 
 from state.records import BinlogPosition, min_position
 from state.spec import MysqlConfigSpec
@@ -47,6 +46,7 @@ from workers.source.mysql import BinlogFollower, BinlogReader, StopReading
 from workers.source.stream import ROW_OPS, PositionTracker, RowEmitter
 from workers.source.stream_metrics import StreamMetrics
 from workers.source.tablemap import TableShape, TableShapes
+from workers.source.tablemap_cache import CachedTableMapEvent
 from workers.source.tables import TableFilter
 
 log = logging.getLogger(__name__)
@@ -134,7 +134,7 @@ class BinlogStream(BinlogFollower):
         self.last_event_ts_ms = 0
         self.at_end = False  # a heartbeat came after the last event
         self._handlers: dict[type, Any] = {
-            TableMapEvent: self._on_table_map,
+            CachedTableMapEvent: self._on_table_map,
             XidEvent: self._on_commit,
             QueryEvent: self._on_query,
             GtidEvent: self._on_gtid,

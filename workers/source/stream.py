@@ -26,7 +26,6 @@ from pymysqlreplication.event import (
 )
 from pymysqlreplication.row_event import (
     DeleteRowsEvent,
-    TableMapEvent,
     UpdateRowsEvent,
     WriteRowsEvent,
 )
@@ -37,15 +36,18 @@ from workers.source.decode import Images
 from workers.source.errors import SourceDecodeError
 from workers.source.gtids import GtidTracker
 from workers.source.tablemap import TableShape, TableShapes
+from workers.source.tablemap_cache import CachedTableMapEvent
+from workers.source.tablemap_cache import install as install_table_map_cache
 from workers.source.tables import TableFilter
 
 Emit = Callable[[list[ChangeEvent]], None]
 OnTable = Callable[[TableShape], None]
 ROW_EVENTS = (WriteRowsEvent, UpdateRowsEvent, DeleteRowsEvent)
 ROW_OPS: dict[type, Op] = {WriteRowsEvent: "c", UpdateRowsEvent: "u", DeleteRowsEvent: "d"}
+install_table_map_cache()
 STREAM_EVENTS = [
     *ROW_EVENTS,
-    TableMapEvent,
+    CachedTableMapEvent,
     RotateEvent,
     XidEvent,
     QueryEvent,
@@ -229,7 +231,7 @@ class EventRouter:
             WriteRowsEvent: self._on_rows,
             UpdateRowsEvent: self._on_rows,
             DeleteRowsEvent: self._on_rows,
-            TableMapEvent: self._on_table_map,
+            CachedTableMapEvent: self._on_table_map,
             RotateEvent: self.tracker.on_rotate,
             XidEvent: self._end_transaction,
             QueryEvent: self._on_query,
