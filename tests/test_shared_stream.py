@@ -14,9 +14,9 @@ from prometheus_client import REGISTRY
 from deploy.local.mariadb import MariaDBServer
 from state.records import BinlogPosition
 from state.spec import MysqlConfigSpec
-from tests.support.source import run, take
+from tests.support.source import assert_quiet, run, take
 from workers.events import ChangeEvent
-from workers.source.items import Progress, SourceFailure, SourceItem, TableSeen
+from workers.source.items import SourceFailure, SourceItem
 from workers.source.mysql import current_binlog_end
 from workers.source.shared import BinlogStream, StreamRegistry, Subscription
 
@@ -69,18 +69,8 @@ def take_rows(out: queue.Queue[SourceItem], count: int, timeout_s: float = 30.0)
     events = take(out, count, timeout_s)
     assert [e.position.sort_key() for e in events] == sorted(e.position.sort_key()
                                                              for e in events)
-    assert_no_rows(out, 0.5)
+    assert_quiet(out, 0.5)
     return rows_of(events)
-
-
-def assert_no_rows(out: queue.Queue[SourceItem], wait_s: float) -> None:
-    deadline = time.monotonic() + wait_s
-    while (left_s := deadline - time.monotonic()) > 0:
-        try:
-            item = out.get(timeout=left_s)
-        except queue.Empty:
-            return
-        assert isinstance(item, TableSeen | Progress), item
 
 
 def dump_connections(mariadb: MariaDBServer) -> int:
@@ -180,7 +170,7 @@ def test_pipelines_join_and_leave_a_live_stream_without_restarting_it(
     last = insert(mariadb, db, "a", range(6, 8)) + insert(mariadb, db, "b", range(1, 2))
     assert take_rows(joiner, 2) == last[:2]
     assert take_rows(late, 2) == last[:2]
-    assert_no_rows(first, 0.5)
+    assert_quiet(first, 0.5)
     assert stream.reconnects == 0 and not stream.dead
     assert stream.counts()["attached"] == 2
 

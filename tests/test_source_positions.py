@@ -15,7 +15,7 @@ from deploy.local.mariadb import MariaDBServer
 from deploy.local.processes import free_port
 from state.records import BinlogPosition
 from state.spec import MysqlConfigSpec
-from tests.support.source import run, take
+from tests.support.source import assert_quiet, run, take
 from workers.backoff import Backoff
 from workers.events import ChangeEvent
 from workers.source.connection import connect, connection_settings, preferred_tls_context
@@ -46,17 +46,6 @@ def reading(config: MysqlConfigSpec, start: BinlogPosition) -> Iterator[queue.Qu
     finally:
         reader.stop()
         assert not reader._thread.is_alive()
-
-
-def assert_quiet(out: queue.Queue[SourceItem], wait_s: float = 1.5) -> None:
-    """Nothing but progress reports arrives for ``wait_s``."""
-    deadline = time.monotonic() + wait_s
-    while (left_s := deadline - time.monotonic()) > 0:
-        try:
-            item = out.get(timeout=left_s)
-        except queue.Empty:
-            return
-        assert isinstance(item, Progress), item
 
 
 def failure(out: queue.Queue[SourceItem], timeout_s: float = 20.0) -> SourceFailure:

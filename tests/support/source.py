@@ -31,3 +31,14 @@ def run(server: Any, *statements: str) -> None:
                 cur.execute(statement)
     finally:
         conn.close()
+
+
+def assert_quiet(out: queue.Queue[SourceItem], wait_s: float = 1.5) -> None:
+    """No change event and no failure arrives for ``wait_s`` (notices may)."""
+    deadline = time.monotonic() + wait_s
+    while (left_s := deadline - time.monotonic()) > 0:
+        try:
+            item = out.get(timeout=left_s)
+        except queue.Empty:
+            return
+        assert isinstance(item, TableSeen | Progress), item
