@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import queue
+import time
 from collections import deque
 from typing import Protocol
 
@@ -83,12 +84,18 @@ class PipelineWaker:
 
 
 class WakingQueue(queue.Queue):  # type: ignore[type-arg]
-    """A bounded queue that wakes the worker loop when a source thread hands it something."""
+    """A bounded queue that wakes the worker loop when a source thread hands it something,
+    and remembers when its consumer last took an item (``taken_at``, monotonic)."""
 
     def __init__(self, maxsize: int, wake: Wake) -> None:
+        self.taken_at = 0.0
         super().__init__(maxsize)
         self.wake = wake
 
     def _put(self, item: object) -> None:
         super()._put(item)
         self.wake.set()
+
+    def _get(self) -> object:
+        self.taken_at = time.monotonic()
+        return super()._get()

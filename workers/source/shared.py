@@ -53,6 +53,8 @@ log = logging.getLogger(__name__)
 GATHER_QUIET_S = 0.5  # start reading once no pipeline joined for this long ...
 GATHER_MAX_S = 5.0  # ... or this long after the first one joined
 PROGRESS_INTERVAL_S = 1.0
+CONSUMING_S = 1.0  # a pipeline that took from its queue this recently is consuming ...
+ROOM_WAIT_S = 0.5  # ... and the stream waits this long for room before leaving it behind
 ServerKey = tuple[str, int, int | None]  # host, port, server_id: not the DSN's user
 
 
@@ -96,8 +98,19 @@ class Subscription:
             self.stream.unsubscribe(self)
 
     def put_nowait(self, item: SourceItem) -> None:
+        """Hand over ``item``. A full queue whose pipeline is taking items (a busy worker loop)
+        gets up to ``ROOM_WAIT_S``; one that is not (paused, stuck on its sink) or stays full
+        raises ``_Lagging``: the pipeline goes to a reader of its own, the stream goes on."""
         try:
             self.out.put_nowait(item)
+            return
+        except queue.Full:
+            pass
+        now = time.monotonic()
+        if now - getattr(self.out, "taken_at", 0.0) > CONSUMING_S:
+            raise _Lagging
+        try:
+            self.out.put(item, timeout=ROOM_WAIT_S)
         except queue.Full:
             raise _Lagging from None
 
@@ -200,6 +213,9 @@ class BinlogStream(BinlogFollower):
 
     def _take_over(self, sub: Subscription, position: BinlogPosition) -> bool:
         """A catch-up reader at a boundary: the stream takes over if it has not passed it."""
+        passed = self._next_start  # read without the lock first: most offers are far behind
+        if passed is not None and position.sort_key() < passed:
+            return False
         with self._lock:
             if sub.closed:
                 return True
