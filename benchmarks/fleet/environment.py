@@ -73,19 +73,9 @@ def running_services(base_dir: Path, servers: int) -> Iterator[Services]:
                 server.start()
             kafka_started.result()
         for server in mariadbs:
-            configure_server(server)
+            server.execute(*SERVER_SETTINGS)
         log.info("services started servers=%d seconds=%.1f", servers, time.monotonic() - started)
         yield Services(mariadbs, kafka)
-
-
-def configure_server(server: MariaDBServer) -> None:
-    conn = server.connect()
-    try:
-        with conn.cursor() as cur:
-            for statement in SERVER_SETTINGS:
-                cur.execute(statement)
-    finally:
-        conn.close()
 
 
 class BinlogMonitor:

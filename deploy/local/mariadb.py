@@ -70,6 +70,16 @@ class MariaDBServer:
         """Pid of the running server of this base_dir, or None."""
         return read_pid(self.pid_path, "mariadbd")
 
+    def execute(self, *statements: str) -> None:
+        """Run ``statements`` in order on one root connection."""
+        conn = self.connect()
+        try:
+            with conn.cursor() as cur:
+                for statement in statements:
+                    cur.execute(statement)
+        finally:
+            conn.close()
+
     def connect(self, db: str | None = None) -> pymysql.connections.Connection:
         """A root connection over TCP, autocommit, utf8mb4."""
         return pymysql.connect(

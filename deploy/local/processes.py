@@ -129,3 +129,14 @@ def find_program(name: str) -> str:
         if folder and candidate.is_file() and os.access(candidate, os.X_OK):
             return str(candidate)
     raise ServiceError(f"{name} not found; run deploy/local/install.sh (make setup)")
+
+
+def child_pids(pid: int) -> list[int]:
+    """The direct children of ``pid``, from /proc."""
+    found: list[int] = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            found += [int(p) for p in (task / "children").read_text().split()]
+        except OSError:
+            continue
+    return found

@@ -13,6 +13,8 @@ from typing import Any
 
 import httpx
 
+from deploy.local.processes import child_pids
+
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -117,13 +119,3 @@ class Service:
         if self.process is not None and self.process.poll() is None:
             self.kill9()
         self.api.close()
-
-
-def child_pids(pid: int) -> list[int]:
-    found: list[int] = []
-    for task in Path(f"/proc/{pid}/task").glob("*"):
-        try:
-            found += [int(p) for p in (task / "children").read_text().split()]
-        except OSError:
-            continue
-    return found

@@ -23,14 +23,8 @@ def take(out: queue.Queue[SourceItem], count: int, timeout_s: float = 20.0) -> l
 
 
 def run(server: Any, *statements: str) -> None:
-    """Execute ``statements`` in order on one autocommit connection to ``server``."""
-    conn = server.connect()
-    try:
-        with conn.cursor() as cur:
-            for statement in statements:
-                cur.execute(statement)
-    finally:
-        conn.close()
+    """Execute ``statements`` in order on one root connection to ``server``."""
+    server.execute(*statements)
 
 
 def assert_quiet(out: queue.Queue[SourceItem], wait_s: float = 1.5) -> None:
