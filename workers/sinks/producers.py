@@ -25,7 +25,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from confluent_kafka import KafkaError, Producer
+from confluent_kafka import KafkaError, KafkaException, Producer
 
 __all__ = ["ClientErrorListener", "ProducerClient", "ProducerPool", "process_pool"]
 
@@ -43,6 +43,7 @@ class ProducerClient:
         self.shared = shared
         self.last_error: str | None = None
         self.failed = False  # a fatal error: the pool hands later sinks a fresh producer
+        self.closed = False
         self._listeners: list[ClientErrorListener] = []
         self._lock = threading.Lock()
         callbacks = {"error_cb": self._on_error, "logger": _LibrdkafkaLog()}
@@ -60,12 +61,24 @@ class ProducerClient:
             return len(self._listeners)
 
     def close(self) -> None:
-        """Drop what is still queued (its senders are gone) and release the client."""
-        self.producer.purge()
-        self.producer.poll(0)
-        close = getattr(self.producer, "close", None)  # Producer.close() is new in 2.x
-        if close is not None:
-            close()
+        """Drop what is still queued (its senders are gone) and release the client; a second
+        call does nothing. Never raises: ``Producer.close()`` aborts an open transaction and
+        reports that abort's failure (e.g. fenced, or a commit still in progress) as an
+        exception, but the client is closed either way and its owner has already given up on
+        whatever it was sending."""
+        if self.closed:
+            return
+        self.closed = True
+        try:
+            self.producer.purge()
+            self.producer.poll(0)
+            close = getattr(self.producer, "close", None)  # Producer.close() is new in 2.x
+            if close is not None:
+                close()
+        except (KafkaException, RuntimeError) as exc:
+            log.warning("kafka producer closed with an error brokers=%s transactional_id=%s "
+                        "error=%s", self.config["bootstrap.servers"],
+                        self.config.get("transactional.id"), exc)
 
     def _on_error(self, error: KafkaError) -> None:
         # Served by whichever sink polls; every sink on this producer hears it.
