@@ -26,6 +26,7 @@ from workers.waker import Wake, WakingQueue
 log = logging.getLogger(__name__)
 QUEUE_ITEMS = 64
 MAX_INFLIGHT = 2
+COMMITTED_POSITION_TIMEOUT_S = 10.0
 
 SinkFactory = Callable[[KafkaConfigSpec], KafkaSink]
 Checkpoint = Callable[[str, BinlogPosition, int], None]
@@ -86,7 +87,18 @@ class SinkCatchup:
             self.sink = None
 
     def _start(self) -> None:
-        self.sink = self.open_sink(self.sink_spec)
+        sink = self.open_sink(self.sink_spec)
+        try:
+            # An exactly-once sink fences its predecessor and says where its output really
+            # ends: a commit whose outcome was unknown may have landed after the checkpoint.
+            # (This blocks the worker loop for up to the timeout; catch-ups are rare.)
+            committed = sink.committed_position(timeout_s=COMMITTED_POSITION_TIMEOUT_S)
+        except BaseException:
+            sink.close()
+            raise
+        if committed is not None:
+            self.position = committed
+        self.sink = sink
         self.reader = BinlogReader(f"{self.pipeline}/{self.sink_spec.id}", self.source,
                                    self.position, self.queue)
         self.reader.start()

@@ -3,8 +3,9 @@
 ``TcpProxy(host, port)`` listens on a free loopback port and forwards each accepted connection
 to the target, one thread per direction. Faults: ``cut`` (close everything, refuse new
 connections), ``hang`` (forward nothing, close nothing), ``delay``, ``throttle``. They apply
-to every connection, open or new, until ``restore()``. At most ``max_connections`` are open
-at once; ``stop()`` closes everything.
+to every connection, open or new, until ``restore()``. ``hang_replies`` forwards requests but
+holds the answers: the server acts on a request whose reply the client never sees. At most
+``max_connections`` are open at once; ``stop()`` closes everything.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ class Faults:
 
     cut: bool = False
     hang: bool = False
+    hang_replies: bool = False  # only the server-to-client direction hangs
     delay_s: float = 0.0
     bytes_per_s: float | None = None
 
@@ -71,6 +73,10 @@ class TcpProxy:
         """Stop forwarding without closing anything, as a silent network partition does:
         peers see no data and no FIN until ``restore()`` (or until they time out)."""
         self.faults = Faults(hang=True)
+
+    def hang_replies(self) -> None:
+        """Forward what clients send, hold what the server answers until ``restore()``."""
+        self.faults = Faults(hang_replies=True)
 
     def delay(self, seconds: float) -> None:
         """Hold each forwarded chunk for ``seconds`` (both directions)."""
@@ -176,7 +182,7 @@ class _Pair:
     def _receive(self, source: socket.socket) -> bytes:
         """The next chunk from ``source``; empty once it or this connection is closed."""
         while not self._closed.is_set():
-            if self.proxy.faults.hang:
+            if self._held(source):
                 self._closed.wait(POLL_S)  # unread bytes stay in the kernel buffers
                 continue
             try:
@@ -185,8 +191,14 @@ class _Pair:
                 continue
         return b""
 
+    def _held(self, sock: socket.socket, towards: bool = False) -> bool:
+        """Whether traffic read from ``sock`` (or, ``towards``, sent to it) is held now."""
+        faults = self.proxy.faults
+        from_server = (sock is self.client) if towards else (sock is self.upstream)
+        return faults.hang or (faults.hang_replies and from_server)
+
     def _forward(self, sink: socket.socket, chunk: bytes) -> None:
-        while self.proxy.faults.hang and not self._closed.is_set():
+        while self._held(sink, towards=True) and not self._closed.is_set():
             self._closed.wait(POLL_S)  # a chunk read just before hang() is held, not sent
         faults = self.proxy.faults
         if faults.delay_s:

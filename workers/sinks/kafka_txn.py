@@ -9,6 +9,7 @@ aborts their open transaction) and the position is read back with ``read_committ
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -19,7 +20,7 @@ from state.spec import KafkaConfigSpec
 from workers.events import ChangeEvent
 from workers.sinks import checkpoint_topic
 from workers.sinks.batches import BatchTracker
-from workers.sinks.errors import SinkFencedError, SinkUnavailableError
+from workers.sinks.errors import CommitOutcomeUnknown, SinkFencedError, SinkUnavailableError
 from workers.sinks.kafka import KafkaSink, kafka_error_text, producer_config
 
 log = logging.getLogger(__name__)
@@ -69,28 +70,54 @@ class TransactionalKafkaSink(KafkaSink):
         self._producer.begin_transaction()
         tracker = self._ledger.open(batch_id)
         try:
-            on_delivery = tracker.on_delivery
-            for index, event in enumerate(events):
-                self._produce(tracker, on_delivery, index, event)
-            self._producer.produce(self._checkpoint_topic, checkpoint_topic.encode_position(
-                self._pipeline, self.sink_id, end_position), self._position_key)
-            self._producer.commit_transaction(self._commit_timeout_s)
-            self._producer.poll(0)  # serve the delivery reports the commit's flush produced
-        except KafkaException as exc:
-            self._abort(tracker, exc)
-        except BaseException as exc:  # e.g. SinkEventError: the runner re-sends without it
-            self._abort_quietly()
-            tracker.abandon(f"transaction aborted: {exc}")
-            raise
+            try:
+                on_delivery = tracker.on_delivery
+                for index, event in enumerate(events):
+                    self._produce(tracker, on_delivery, index, event)
+                self._producer.produce(self._checkpoint_topic, checkpoint_topic.encode_position(
+                    self._pipeline, self.sink_id, end_position), self._position_key)
+            except BaseException as exc:  # e.g. SinkEventError: the runner re-sends without it
+                self._abort_quietly()
+                tracker.abandon(f"transaction aborted: {exc}")
+                raise
+            self._commit(tracker)
         finally:
             tracker.seal()
 
-    def _abort(self, tracker: BatchTracker, exc: KafkaException) -> None:
-        error = exc.args[0] if exc.args else None
-        if isinstance(error, KafkaError) and error.fatal():
-            raise self._txn_error("commit", exc) from None
-        self._abort_quietly()
-        tracker.abandon(f"transaction aborted: {kafka_error_text(exc)}")
+    def _commit(self, tracker: BatchTracker) -> None:
+        """Commit, calling ``commit_transaction`` again after a timeout (librdkafka goes on
+        with the commit in the background) until it succeeds, needs an abort, fails fatally,
+        or ``send_timeout_secs`` is spent.
+
+        Only an abortable error means the batch is certainly not in Kafka, so only then is the
+        batch failed for a re-send. A commit still unresolved at the deadline may yet land:
+        ``CommitOutcomeUnknown`` fails the pipeline, whose restart fences this producer and
+        reads the position back from the checkpoint topic, so the batch is neither lost nor
+        written twice. (Aborting there and failing the batch would re-send a batch that may
+        be committed: abort_transaction cannot undo a commit the coordinator already has.)
+        """
+        deadline = time.monotonic() + self._commit_timeout_s
+        while True:
+            try:
+                self._producer.commit_transaction(max(0.5, deadline - time.monotonic()))
+                self._producer.poll(0)  # serve the delivery reports the commit's flush produced
+                return
+            except KafkaException as exc:
+                error = exc.args[0] if exc.args else None
+                if not isinstance(error, KafkaError) or error.fatal():
+                    raise self._txn_error("commit", exc) from None
+                if error.txn_requires_abort():
+                    self._abort_quietly()
+                    tracker.abandon(f"transaction aborted: {kafka_error_text(exc)}")
+                    return
+                if error.retriable() and time.monotonic() < deadline:
+                    continue
+                tracker.abandon(f"commit outcome unknown: {kafka_error_text(exc)}")
+                raise CommitOutcomeUnknown(
+                    f"kafka sink {self.sink_id!r}: commit of batch {tracker.batch_id} not "
+                    f"confirmed within {self._commit_timeout_s:g}s ({kafka_error_text(exc)}); "
+                    "the pipeline restarts and reads its position back from "
+                    f"{self._checkpoint_topic} with read_committed") from None
 
     def _abort_quietly(self) -> None:
         try:
