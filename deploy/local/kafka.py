@@ -126,6 +126,16 @@ class KafkaBroker:
     def admin(self) -> AdminClient:
         return AdminClient({"bootstrap.servers": self.bootstrap})
 
+    def transactions(self, *args: str) -> str:
+        """Run ``kafka-transactions.sh`` (TransactionsCommand) against this broker; its output."""
+        argv = self._java_argv("org.apache.kafka.tools.TransactionsCommand",
+                               "--bootstrap-server", self.bootstrap, *args)
+        result = subprocess.run(argv, capture_output=True, text=True, timeout=120, check=False)
+        if result.returncode != 0:
+            raise ServiceError(f"kafka-transactions {' '.join(args)} failed:\n"
+                               f"{result.stdout}\n{result.stderr}")
+        return result.stdout
+
     def create_topic(
         self, name: str, partitions: int = 1, config: dict[str, str] | None = None
     ) -> None:

@@ -24,6 +24,7 @@ from tests.support.service import Service
 
 Version = tuple[int, str]  # (id, v): every value the writer commits is unique
 EventOrder = tuple[int, int, int]  # (binlog file number, rows event end, row index)
+HANGING_CHECK_INTERVAL_S = 10.0  # the watcher looks for hanging transactions at most this often
 
 
 @dataclass(frozen=True)
@@ -257,17 +258,24 @@ def _few(items: Any, limit: int = 5) -> str:
 
 
 class StatusWatcher(threading.Thread):
-    """Polls a pipeline's status and keeps each change with its time (evidence for reports)."""
+    """Polls a pipeline's status and keeps each change with its time (evidence for reports).
 
-    def __init__(self, service: Service, pipeline: str = "p", interval_s: float = 0.2) -> None:
+    Given ``broker``, it also acts as the operator the runbook asks for: when the pipeline
+    fails on a hanging transaction (Kafka's doing, see test_chaos_kafka), it aborts those."""
+
+    def __init__(self, service: Service, pipeline: str = "p", interval_s: float = 0.2,
+                 broker: Any = None) -> None:
         super().__init__(daemon=True, name="status-watcher")
         self.service, self.pipeline, self.interval_s = service, pipeline, interval_s
+        self.broker = broker
         self.changes: list[tuple[float, str | None, str | None]] = []
+        self.hanging_aborted = 0
         self._stop_event = threading.Event()
         self._started_at = time.monotonic()
 
     def run(self) -> None:
         last: tuple[str | None, str | None] = (None, None)
+        aborted_at = -HANGING_CHECK_INTERVAL_S
         while not self._stop_event.wait(self.interval_s):
             response = self.service.get(f"/pipelines/{self.pipeline}")
             body = response.json() if response.status_code == 200 else {}
@@ -275,6 +283,11 @@ class StatusWatcher(threading.Thread):
             if now != last:
                 self.changes.append((round(time.monotonic() - self._started_at, 1), *now))
                 last = now
+            if (self.broker is not None and now[0] == "failed"
+                    and "hanging transaction" in (now[1] or "")
+                    and time.monotonic() - aborted_at > HANGING_CHECK_INTERVAL_S):
+                aborted_at = time.monotonic()
+                self.hanging_aborted += abort_hanging_transactions(self.broker)
 
     def seen(self) -> set[str | None]:
         return {status for _, status, _ in self.changes}
@@ -282,4 +295,22 @@ class StatusWatcher(threading.Thread):
     def stop(self) -> None:
         self._stop_event.set()
         self.join(5)
-        print(f"status changes of {self.pipeline}: {self.changes}")
+        print(f"status changes of {self.pipeline}: {self.changes}; "
+              f"hanging transactions aborted: {self.hanging_aborted}")
+
+
+def abort_hanging_transactions(broker: Any) -> int:
+    """What docs/guarantees.md tells an operator to do about a hanging transaction: list them
+    with ``kafka-transactions.sh find-hanging`` and abort each; returns how many it aborted.
+    ``--max-transaction-timeout 0`` makes every open transaction a candidate at once (the tool
+    otherwise waits 15 minutes); the tool still keeps only those the coordinator no longer has
+    open, so a live transaction is never aborted."""
+    listing = broker.transactions("find-hanging", "--broker-id", "1",
+                                  "--max-transaction-timeout", "0")
+    lines = listing.splitlines()
+    header = next(i for i, line in enumerate(lines) if line.startswith("Topic"))
+    rows = [line.split() for line in lines[header + 1:] if line.strip()]
+    for topic, partition, _producer, _epoch, _coordinator_epoch, start, *_ in rows:
+        broker.transactions("abort", "--topic", topic, "--partition", partition,
+                            "--start-offset", start)
+    return len(rows)
