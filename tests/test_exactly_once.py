@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from confluent_kafka import Producer
 
 from state.records import BinlogPosition
 from state.spec import KafkaConfigSpec
@@ -24,7 +25,7 @@ from tests.support.kafka_read import Record, read_topic, read_until
 from tests.support.pipelines import pipeline_yaml, unique, write_config
 from tests.support.service import Service
 from tests.test_kafka_sink import make_event
-from workers.sinks.errors import SinkEventError, SinkFencedError
+from workers.sinks.errors import SinkEventError, SinkFencedError, SinkUnavailableError
 from workers.sinks.kafka_txn import TransactionalKafkaSink
 
 pytestmark = pytest.mark.services
@@ -89,6 +90,36 @@ def test_a_fenced_instance_fails_loudly(kafka: Any) -> None:
     finally:
         old.close()
         new.close()
+
+
+def test_a_position_committed_behind_another_open_transaction_is_read_back(kafka: Any) -> None:
+    """Pipelines share the checkpoint topic. A read_committed read stops at the oldest open
+    transaction, so a position committed after another pipeline's still-open transaction
+    would be missed and the batch behind it re-sent. The read waits for that transaction
+    instead (and says so if it stays open)."""
+    topic, checkpoints = unique("eos"), unique("ckpt")
+    spec = txn_spec(kafka.bootstrap, topic, checkpoints)
+    first, second = BinlogPosition("bin.000001", 100), BinlogPosition("bin.000001", 200)
+    sink = TransactionalKafkaSink("p", "t", spec)
+    other = Producer({"bootstrap.servers": kafka.bootstrap, "transactional.id": unique("other")})
+    try:
+        sink.committed_position(timeout_s=20)
+        sink.send_batch(1, [make_event("t", 1, 1, op="c")], first)
+        other.init_transactions(20)
+        other.begin_transaction()
+        other.produce(checkpoints, b"{}", b"q/kafka")
+        assert other.flush(20) == 0  # open, and below the next position
+        sink.send_batch(2, [make_event("t", 2, 1, op="c")], second)
+    finally:
+        sink.close()
+    restarted = TransactionalKafkaSink("p", "t", spec)
+    try:
+        with pytest.raises(SinkUnavailableError, match=r"'q/kafka' at offset \d+ is still open"):
+            restarted.committed_position(timeout_s=2)
+        threading.Timer(1.0, other.commit_transaction, args=(20,)).start()
+        assert restarted.committed_position(timeout_s=20) == second
+    finally:
+        restarted.close()
 
 
 class TransactionWriter(threading.Thread):

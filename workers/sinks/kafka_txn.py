@@ -40,6 +40,7 @@ class TransactionalKafkaSink(KafkaSink):
     def __init__(self, pipeline: str, tenant: str, spec: KafkaConfigSpec,
                  on_batch_done: Callable[[], None] | None = None) -> None:
         self._checkpoint_topic = spec.checkpoint_topic
+        self._transactions_ready = False
         self._commit_timeout_s = float(spec.send_timeout_secs)
         super().__init__(pipeline, tenant, spec, on_batch_done=on_batch_done)
         self._position_key = checkpoint_topic.record_key(pipeline, spec.id)
@@ -56,10 +57,12 @@ class TransactionalKafkaSink(KafkaSink):
     def committed_position(self, timeout_s: float) -> BinlogPosition | None:
         """Fence earlier instances, then read this sink's last committed position."""
         checkpoint_topic.ensure_topic(self._config, self._checkpoint_topic, timeout_s)
-        try:
-            self._producer.init_transactions(timeout_s)
-        except KafkaException as exc:
-            raise self._txn_error("init_transactions", exc) from None
+        if not self._transactions_ready:  # once per producer; a timed-out call may be retried
+            try:
+                self._producer.init_transactions(timeout_s)
+            except KafkaException as exc:
+                raise self._txn_error("init_transactions", exc) from None
+            self._transactions_ready = True
         return checkpoint_topic.read_position(self._config, self._checkpoint_topic,
                                               self._pipeline, self.sink_id, timeout_s)
 
