@@ -9,17 +9,16 @@ depend on each pipeline's ``metadata.labels``) are built here, at scrape time, f
 from __future__ import annotations
 
 import glob
-import json
 import os
 import re
-from collections.abc import Container, Iterable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
+from prometheus_client import generate_latest
 from prometheus_client.metrics_core import Metric
-from prometheus_client.mmap_dict import MmapedDict
-from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
+from api.exposition import Exposition
 from state.stores import SpecStore, StatusStore
 
 INFO_NAME = "deltaforge_pipeline_info"
@@ -32,70 +31,33 @@ def label_name(key: str) -> str:
     return "label_" + _INVALID.sub("_", key)
 
 
-ParsedKey = tuple[str, str, dict[str, str], tuple[tuple[str, str], ...], str]
-
-
-class FleetCollector(Collector):
-    """Merged process files, filtered to pipelines that exist, plus info and labels.
-
-    Keep one instance: it remembers parsed series keys between scrapes (JSON-decoding every
-    key is a third of a scrape's cost with tens of thousands of series).
-    """
+class FleetMetrics:
+    """The ``/metrics`` body: info and label series from LMDB, then every process file's
+    series of pipelines that exist (``api.exposition``). Keep one instance: its renderer
+    caches what does not change between scrapes."""
 
     def __init__(self, specs: SpecStore, statuses: StatusStore, path: str | None = None) -> None:
         self.specs = specs
         self.statuses = statuses
         self.path = path or os.environ.get("PROMETHEUS_MULTIPROC_DIR", "")
-        self._keys: dict[str, ParsedKey] = {}
+        self._exposition = Exposition()
 
-    def collect(self) -> Iterator[Metric]:
+    def render(self) -> bytes:
         records = dict(self.specs.items())
         workers = {name: f"worker-{status.worker}" for name, status in self.statuses.items()
                    if status.worker is not None}
-        yield pipeline_info(records, workers)
-        yield pipeline_labels(records)
-        files = glob.glob(os.path.join(self.path, "*.db"))
-        yield from merge(self.read(files, records))
-
-    def read(self, files: list[str], names: Container[str]) -> dict[str, Metric]:
-        """Every file's samples of existing pipelines, grouped by family, not yet merged (as
-        prometheus_client's ``MultiProcessCollector._read_metrics``, with a lasting key cache)."""
-        metrics: dict[str, Metric] = {}
-        for path in files:
-            parts = os.path.basename(path).split("_")
-            kind = parts[0]
-            try:
-                values = MmapedDict.read_all_values_from_file(path)
-            except FileNotFoundError:  # a live gauge file removed by mark_process_dead
-                continue
-            for key, value, timestamp, _ in values:
-                family, sample, labels, labels_key, help_text = self.parse(key)
-                if labels.get("pipeline", "") not in names and "pipeline" in labels:
-                    continue
-                metric = metrics.get(family)
-                if metric is None:
-                    metric = metrics[family] = Metric(family, help_text, kind)
-                if kind == "gauge":
-                    metric._multiprocess_mode = parts[1]  # type: ignore[attr-defined]
-                    metric.add_sample(sample, labels_key + (("pid", parts[2][:-3]),),  # type: ignore[arg-type]
-                                      value, timestamp)
-                else:
-                    metric.add_sample(sample, labels_key, value)  # type: ignore[arg-type]
-        return metrics
-
-    def parse(self, key: str) -> ParsedKey:
-        parsed = self._keys.get(key)
-        if parsed is None:
-            family, sample, labels, help_text = json.loads(key)
-            parsed = (family, sample, labels, tuple(sorted(labels.items())), help_text)
-            self._keys[key] = parsed
-        return parsed
+        head = generate_latest(_Fixed([pipeline_info(records, workers),
+                                       pipeline_labels(records)]))
+        files = sorted(glob.glob(os.path.join(self.path, "*.db")))
+        return head + self._exposition.render(files, records).encode()
 
 
-def merge(metrics: dict[str, Metric]) -> Iterable[Metric]:
-    """Sum counters and histograms over processes, pick gauges by their mode (the library's)."""
-    merged: Iterable[Metric] = MultiProcessCollector._accumulate_metrics(metrics, True)
-    return merged
+class _Fixed(Collector):
+    def __init__(self, metrics: list[Metric]) -> None:
+        self.metrics = metrics
+
+    def collect(self) -> Iterator[Metric]:
+        return iter(self.metrics)
 
 
 def pipeline_info(records: dict[str, Any], workers: dict[str, str]) -> Metric:

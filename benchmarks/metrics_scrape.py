@@ -123,20 +123,17 @@ def measure_in_process(data_dir: Path, scrapes: int) -> dict[str, float]:
     """The api's collector run here, on the same files and LMDB: its own cost, without the
     api process's event loop and the host's scheduling in the way."""
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(data_dir / "metrics")
-    from prometheus_client import CollectorRegistry, generate_latest
-
-    from api.metrics_collector import FleetCollector
+    from api.metrics_collector import FleetMetrics
     from state.env import open_state
     from state.stores import SpecStore, StatusStore
 
     state = open_state(data_dir)
     try:
-        registry = CollectorRegistry()
-        registry.register(FleetCollector(SpecStore(state), StatusStore(state)))
+        fleet = FleetMetrics(SpecStore(state), StatusStore(state))
         timings = []
         for _ in range(scrapes):
             started = time.perf_counter()
-            generate_latest(registry)
+            fleet.render()
             timings.append((time.perf_counter() - started) * 1000)
     finally:
         state.close()
