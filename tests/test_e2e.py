@@ -94,11 +94,14 @@ def test_row_changes_reach_kafka_in_order_with_keys_and_envelopes(
         assert info["status"] == "running"
         assert info["ops"]["checkpoints"][0]["sink_id"] == "kafka"
         assert "cdcpw" not in str(info["spec"])  # the DSN password is redacted
+        events = ("deltaforge_source_events_total",
+                  (("op", "c"), ("pipeline", "native"), ("table", f"{shop}.orders")))
+        acked = ("deltaforge_sink_events_total", (("pipeline", "native"), ("sink", "kafka")))
+        service.wait_until(lambda: metric_samples(service.get("/metrics").text).get(acked) == 8,
+                           10, "the batch metrics (written within a second)")
         samples = metric_samples(service.get("/metrics").text)
-        assert samples[("deltaforge_source_events_total",
-                        (("op", "c"), ("pipeline", "native"), ("table", f"{shop}.orders")))] == 2
-        assert samples[("deltaforge_sink_events_total",
-                        (("pipeline", "native"), ("sink", "kafka")))] == 8
+        assert samples[events] == 2
+        assert samples[acked] == 8
         assert service.stop() == 0
         log = service.log(tail_chars=None)  # every process logs through the supervisor
         assert re.search(r"INFO worker-\d workers.runner: pipeline running pipeline=native", log)

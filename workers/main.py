@@ -30,7 +30,7 @@ from workers.waker import ReadyPipelines, Waker
 log = logging.getLogger(__name__)
 MAX_SLEEP_S = 0.5
 REPORT_POLL_S = 0.005  # while Kafka owes delivery reports, the loop polls this often
-STREAM_REPORT_INTERVAL_S = 1.0
+METRICS_REPORT_INTERVAL_S = 1.0
 
 
 class Worker:
@@ -40,7 +40,7 @@ class Worker:
                  streams: StreamRegistry) -> None:
         self.slot = slot
         self.streams = streams
-        self.streams_reported_at = 0.0
+        self.metrics_reported_at = 0.0
         self.conn = conn
         self.data_dir = data_dir
         self.heartbeats = heartbeats
@@ -68,7 +68,7 @@ class Worker:
             self.handle_control()
             self.outstanding = self.producers.poll()
             self.step_pipelines()
-            self.report_streams()
+            self.report_metrics()
             self.stamp_heartbeat()
             self.sleep()
         self.drain()
@@ -185,11 +185,16 @@ class Worker:
                 runner.step(now)
                 self.due_at[name] = now + runner.next_wakeup_s(now)
 
-    def report_streams(self) -> None:
+    def report_metrics(self) -> None:
+        """Once a second: the streams' series, and what pipelines gathered in their metric
+        buffers (a pipeline that went idle sends no batch that would flush its own)."""
         now = time.time()
-        if now - self.streams_reported_at >= STREAM_REPORT_INTERVAL_S:
-            self.streams_reported_at = now
+        if now - self.metrics_reported_at >= METRICS_REPORT_INTERVAL_S:
+            self.metrics_reported_at = now
             self.streams.report_metrics(now)
+            monotonic = time.monotonic()
+            for runner in self.runners.values():
+                runner.metrics.flush_if_due(monotonic)
 
     def stamp_heartbeat(self) -> None:
         self.heartbeats[self.slot] = time.time()

@@ -15,6 +15,7 @@ from functools import cache
 from prometheus_client import Counter, Gauge, Histogram, values
 
 from workers.events import ChangeEvent
+from workers.metric_buffer import MetricBuffer
 
 LATENCY_BUCKETS_S = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 BATCH_EVENT_BUCKETS = (1, 5, 10, 25, 50, 100, 250, 500, 1000, 2000, 5000)
@@ -167,7 +168,10 @@ def count_decode_fallback(pipeline: str, reason: str, rows: int) -> None:
 
 
 class PipelineMetrics:
-    """The series of one pipeline; every method is called once per batch or lifecycle step.
+    """The series of one pipeline. The data-path methods (one call per batch) gather their
+    updates in a ``MetricBuffer`` written at most once a second (``flush_if_due``, which the
+    worker also calls for idle pipelines) and at every status change; failures and the
+    dead-letter queue are written at once.
 
     ``tenant`` is accepted for symmetry with DeltaForge; ``deltaforge_pipeline_info`` and
     ``deltaforge_pipeline_labels`` are rendered by the api from the stored specs.
@@ -176,9 +180,14 @@ class PipelineMetrics:
     def __init__(self, pipeline: str, tenant: str = "") -> None:
         self.pipeline = pipeline
         self.f = families()
+        self.buffer = MetricBuffer()
         self._tables: set[str] = set()
 
+    def flush_if_due(self, now: float) -> None:
+        self.buffer.flush_if_due(now)
+
     def status(self, status: str) -> None:
+        self.buffer.flush()
         self.f.pipeline_status.labels(self.pipeline).set(STATUS_VALUES[status])
 
     def batch_read(self, events: Sequence[ChangeEvent], size_bytes: int) -> None:
@@ -190,49 +199,54 @@ class PipelineMetrics:
             tally[table, event.op] += 1
             if event.ts_ms > newest_ms.get(table, 0):
                 newest_ms[table] = event.ts_ms
+        f, buffer, pipeline = self.f, self.buffer, (self.pipeline,)
         for (table, op), count in tally.items():
-            self.f.source_events.labels(self.pipeline, table, op).inc(count)
+            buffer.inc(f.source_events, (self.pipeline, table, op), count)
         now = time.time()
         for table, ts_ms in newest_ms.items():
-            self.f.table_lag.labels(self.pipeline, table).set(max(0.0, now - ts_ms / 1000))
+            buffer.set(f.table_lag, (self.pipeline, table), max(0.0, now - ts_ms / 1000))
         self._tables.update(newest_ms)
-        self.f.source_bytes.labels(self.pipeline).inc(size_bytes)
-        self.f.batch_events.labels(self.pipeline).observe(len(events))
-        self.f.batch_bytes.labels(self.pipeline).observe(size_bytes)
+        buffer.inc(f.source_bytes, pipeline, size_bytes)
+        buffer.observe(f.batch_events, pipeline, len(events))
+        buffer.observe(f.batch_bytes, pipeline, size_bytes)
         last_ms = events[-1].ts_ms if events else 0
-        self.f.source_lag.labels(self.pipeline).set(max(0.0, now - last_ms / 1000))
+        buffer.set(f.source_lag, pipeline, max(0.0, now - last_ms / 1000))
+        buffer.flush_if_due(time.monotonic())
 
     def source_progress(self, ts_ms: int | None) -> None:
         """The source passed a point with nothing for this pipeline and everything before it
         was delivered: the lag is the source's own (``ts_ms`` of its last event; None: it is
         at the end of the binlog, lag 0), for every table."""
         lag_s = 0.0 if ts_ms is None else max(0.0, time.time() - ts_ms / 1000)
-        self.f.source_lag.labels(self.pipeline).set(lag_s)
+        self.buffer.set(self.f.source_lag, (self.pipeline,), lag_s)
         for table in self._tables:
-            self.f.table_lag.labels(self.pipeline, table).set(lag_s)
+            self.buffer.set(self.f.table_lag, (self.pipeline, table), lag_s)
 
     def sink_acked(self, sink: str, required: bool, events: int, size: int, latency_s: float,
                    first_ts_ms: int) -> None:
-        self.f.sink_events.labels(self.pipeline, sink).inc(events)
-        self.f.sink_bytes.labels(self.pipeline, sink).inc(size)
-        self.f.sink_latency.labels(self.pipeline, sink).observe(latency_s)
-        self.f.e2e_latency.labels(self.pipeline).observe(max(0.0, time.time() - first_ts_ms / 1000))
-        self.f.sink_checkpoint_status.labels(self.pipeline, sink, str(required).lower()).set(1)
+        f, buffer, labels = self.f, self.buffer, (self.pipeline, sink)
+        buffer.inc(f.sink_events, labels, events)
+        buffer.inc(f.sink_bytes, labels, size)
+        buffer.observe(f.sink_latency, labels, latency_s)
+        buffer.observe(f.e2e_latency, (self.pipeline,), max(0.0, time.time() - first_ts_ms / 1000))
+        buffer.set(f.sink_checkpoint_status, (self.pipeline, sink, str(required).lower()), 1)
 
     def sink_failed(self, sink: str, required: bool) -> None:
+        self.buffer.set(self.f.sink_checkpoint_status,
+                        (self.pipeline, sink, str(required).lower()), 0)
+        self.buffer.flush()
         self.f.sink_errors.labels(self.pipeline, sink).inc()
-        self.f.sink_checkpoint_status.labels(self.pipeline, sink, str(required).lower()).set(0)
 
     def transaction(self, sink: str, committed: bool) -> None:
         family = self.f.txn_commits if committed else self.f.txn_aborts
-        family.labels(self.pipeline, sink).inc()
+        self.buffer.inc(family, (self.pipeline, sink))
 
     def checkpointed(self, count: int, sink: str | None = None) -> None:
         now = time.time()
-        self.f.checkpoints.labels(self.pipeline).inc(count)
-        self.f.last_checkpoint_ts.labels(self.pipeline).set(now)
+        self.buffer.inc(self.f.checkpoints, (self.pipeline,), count)
+        self.buffer.set(self.f.last_checkpoint_ts, (self.pipeline,), now)
         if sink is not None:
-            self.f.sink_last_checkpoint_ts.labels(self.pipeline, sink).set(now)
+            self.buffer.set(self.f.sink_last_checkpoint_ts, (self.pipeline, sink), now)
 
     def source_error(self, kind: str) -> None:
         self.f.source_errors.labels(self.pipeline, kind).inc()
