@@ -399,6 +399,8 @@ def test_table_maps_are_parsed_once_per_distinct_body(mariadb: MariaDBServer, db
     assert [type(m) for m in maps] == [CachedTableMapEvent] * 3
     first, again, altered = maps
     assert again.columns is first.columns  # the second parse was skipped
+    assert again.memo is first.memo  # what users derive from it is shared as well
     assert again.packet.log_pos > first.packet.log_pos and again.table == "t"
     assert [c.name for c in altered.columns] == ["id", "v", "w"]
     assert altered.columns is not first.columns
+    assert altered.memo is not first.memo

@@ -34,8 +34,12 @@ class GtidTracker:
         if ":" in gtid:
             self._merge_mysql(gtid)
         else:
-            self._mariadb[int(gtid.split("-", 1)[0])] = gtid
-            self._text = ",".join(self._mariadb[d] for d in sorted(self._mariadb))
+            mariadb = self._mariadb
+            mariadb[int(gtid.split("-", 1)[0])] = gtid
+            if len(mariadb) == 1:
+                self._text = gtid
+            else:
+                self._text = ",".join(mariadb[d] for d in sorted(mariadb))
 
     def _merge_mysql(self, gtid: str) -> None:
         if self._mysql is None:

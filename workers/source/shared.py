@@ -17,6 +17,7 @@ A subscription is in one of three states:
 
 from __future__ import annotations
 
+import functools
 import logging
 import queue
 import threading
@@ -36,7 +37,7 @@ from pymysqlreplication.event import (
     XidEvent,
 )
 
-from state.records import BinlogPosition, min_position
+from state.records import BinlogPosition, binlog_file_number, min_position
 from state.spec import MysqlConfigSpec
 from workers.metrics import count_decode_fallback
 from workers.source.dsn import parse_dsn
@@ -69,7 +70,13 @@ def stream_server_id(slot: int, key: ServerKey) -> int:
 
 
 def _sort_key(file: str, pos: int) -> tuple[int, str, int, int]:
-    return BinlogPosition(file, pos).sort_key()
+    """``BinlogPosition(file, pos).sort_key()`` (called for every event of the stream)."""
+    return (_file_number(file), file, pos, 0)
+
+
+@functools.lru_cache(maxsize=64)
+def _file_number(file: str) -> int:
+    return binlog_file_number(file)
 
 
 class Subscription:
@@ -279,6 +286,8 @@ class BinlogStream(BinlogFollower):
                 raise StopReading
             with self._lock:
                 self._dispatch(event)
+            if self._backoff.attempts:
+                self._backoff.reset_after_success()  # this session delivers: reconnects reset
         raise SourceUnreachableError(f"{self._dsn.address} ended the binlog stream")
 
     def _on_fatal(self, error: SourceError) -> None:
@@ -305,7 +314,6 @@ class BinlogStream(BinlogFollower):
         self._next_start = _sort_key(tracker.file, header.log_pos)
         self.last_event_ts_ms = event.timestamp * 1000
         self.at_end = False
-        self._backoff.reset_after_success()
         op = ROW_OPS.get(kind)
         if op is not None:
             self._on_rows(event, op, tracker)

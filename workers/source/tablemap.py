@@ -104,7 +104,18 @@ class TableShapes:
         self.fallbacks = DecodeFallbacks(on_fallback)
 
     def shape_of(self, event: Any) -> TableShape:
-        """The shape for a TableMapEvent; switches its text columns to raw bytes."""
+        """The shape for a TableMapEvent; switches its text columns to raw bytes. Remembered
+        in the event's ``memo`` when it has one (``CachedTableMapEvent``: every later table
+        map with the same body then costs a dictionary lookup)."""
+        memo = getattr(event, "memo", None)
+        if memo is not None and (shape := memo.get(self)) is not None:
+            return shape  # type: ignore[no-any-return]
+        shape = self._shape_of(event)
+        if memo is not None:
+            memo[self] = shape
+        return shape
+
+    def _shape_of(self, event: Any) -> TableShape:
         charsets = take_raw_text(event.columns)
         signature = table_signature(event, charsets)
         shape = self._by_signature.get(signature)

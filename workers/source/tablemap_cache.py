@@ -21,28 +21,34 @@ from pymysqlreplication.packet import BinLogPacketWrapper
 from pymysqlreplication.row_event import TableMapEvent
 
 MAX_ENTRIES = 4096  # distinct table maps remembered per process; then it starts afresh
-_parsed_by_body: dict[bytes, TableMapEvent] = {}  # this process's cache
+_state_by_body: dict[bytes, dict[str, Any]] = {}  # this process's cache: parsed attributes
 _HEADER_BYTES = 20  # the OK byte and the 19-byte event header, read from the raw packet
 _PER_PACKET = ("packet", "table_map", "event_type", "timestamp", "event_size",
                "_ctl_connection", "_post_header_lengths")
 
 
 class CachedTableMapEvent(TableMapEvent):  # type: ignore[misc]
-    """A TableMapEvent that reuses the parse of an identical body seen before."""
+    """A TableMapEvent that reuses the parse of an identical body seen before.
+
+    ``memo`` is one dict shared by every event with the same body: users keep what they
+    derive from a table map there (``TableShapes`` its decoder) instead of deriving it again.
+    """
 
     def __init__(self, from_packet: Any, event_size: int, table_map: dict[int, Any],
                  ctl_connection: Any, **kwargs: Any) -> None:
         # The body, without consuming it: the library's parse reads the packet itself.
         body = bytes(from_packet.packet.get_bytes(_HEADER_BYTES, event_size))
-        parsed = _parsed_by_body.get(body) if from_packet.read_bytes == 0 else None
-        if parsed is None:
+        state = _state_by_body.get(body) if from_packet.read_bytes == 0 else None
+        if state is None:
             super().__init__(from_packet, event_size, table_map, ctl_connection, **kwargs)
+            self.memo: dict[Any, Any] = {}
             if self._processed:
-                if len(_parsed_by_body) >= MAX_ENTRIES:
-                    _parsed_by_body.clear()
-                _parsed_by_body[body] = self
+                if len(_state_by_body) >= MAX_ENTRIES:
+                    _state_by_body.clear()
+                _state_by_body[body] = {k: v for k, v in self.__dict__.items()
+                                        if k not in _PER_PACKET}
             return
-        self.__dict__.update({k: v for k, v in parsed.__dict__.items() if k not in _PER_PACKET})
+        self.__dict__.update(state)
         BinLogEvent.__init__(self, from_packet, event_size, table_map, ctl_connection, **kwargs)
         from_packet.advance(event_size)
         table_map[self.table_id] = self.table_obj
