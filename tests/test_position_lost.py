@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -9,12 +10,43 @@ import pytest
 
 from deploy.local.mariadb import MariaDBServer
 from deploy.local.processes import free_port
+from state.records import BinlogPosition
+from state.spec import MysqlConfigSpec
 from tests.support.kafka_read import read_topic
 from tests.support.pipelines import pipeline_yaml, unique, write_config
 from tests.support.service import Service
-from workers.source.reachability import mariadb_gtids_reachable
+from workers.source.errors import SourcePositionLostError
+from workers.source.mysql import current_binlog_end
+from workers.source.reachability import mariadb_gtids_reachable, verify_position
 
 pytestmark = pytest.mark.services
+
+
+def test_pipelines_starting_together_share_one_control_session(mariadb: Any) -> None:
+    """20 starts of pipelines on one server check their positions with one session, and a
+    position newer than the shared answers is checked again rather than refused."""
+    db = unique("reach")
+    mariadb.execute(f"CREATE DATABASE {db}", f"CREATE TABLE {db}.t (id INT PRIMARY KEY)")
+    config = MysqlConfigSpec(id=db, dsn=mariadb.cdc_dsn(), tables=[f"{db}.t"])
+    end = current_binlog_end(config)
+    before = connections(mariadb)
+    starts = [threading.Thread(target=verify_position, args=(config, end)) for _ in range(20)]
+    for start in starts:
+        start.start()
+    for start in starts:
+        start.join(30)
+    assert connections(mariadb) - before == 2  # the shared fetch, and this count's own
+    mariadb.execute(f"INSERT INTO {db}.t VALUES (1)")
+    verify_position(config, current_binlog_end(config))  # newer GTIDs than the shared answers
+    with pytest.raises(SourcePositionLostError, match="binlog file mysql-bin.999999 is gone"):
+        verify_position(config, BinlogPosition("mysql-bin.999999", 4, 0, end.gtid_set,
+                                               end.server_id))
+
+
+def connections(mariadb: Any) -> int:
+    with mariadb.connect() as conn, conn.cursor() as cur:
+        cur.execute("SHOW GLOBAL STATUS LIKE 'Connections'")
+        return int(cur.fetchone()[1])
 
 
 def test_mariadb_gtid_reachability() -> None:

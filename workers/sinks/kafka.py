@@ -161,7 +161,7 @@ class KafkaSink:
     def check_connection(self, timeout_s: float) -> None:
         """Fetch cluster metadata or raise ``SinkUnavailableError`` naming the brokers."""
         try:
-            self._producer.list_topics(timeout=timeout_s)
+            self._client.check_metadata(timeout_s)
         except KafkaException as exc:
             detail = self._client.last_error or kafka_error_text(exc)
             raise SinkUnavailableError(

@@ -22,6 +22,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -32,6 +33,7 @@ __all__ = ["ClientErrorListener", "ProducerClient", "ProducerPool", "process_poo
 log = logging.getLogger(__name__)
 
 ClientErrorListener = Callable[[KafkaError], None]
+METADATA_FRESH_S = 2.0  # a metadata answer this recent vouches for the brokers
 ConfigKey = tuple[tuple[str, str], ...]
 
 
@@ -44,10 +46,22 @@ class ProducerClient:
         self.last_error: str | None = None
         self.failed = False  # a fatal error: the pool hands later sinks a fresh producer
         self.closed = False
+        self._metadata_at = -METADATA_FRESH_S
+        self._metadata_lock = threading.Lock()
         self._listeners: list[ClientErrorListener] = []
         self._lock = threading.Lock()
         callbacks = {"error_cb": self._on_error, "logger": _LibrdkafkaLog()}
         self.producer = Producer({**config, **callbacks})
+
+    def check_metadata(self, timeout_s: float) -> None:
+        """Fetch cluster metadata (raises ``KafkaException`` when the brokers do not answer).
+        Sinks starting together on a shared producer share one answer for a few seconds
+        instead of asking for the whole cluster's metadata once each."""
+        with self._metadata_lock:
+            if time.monotonic() - self._metadata_at < METADATA_FRESH_S:
+                return
+            self.producer.list_topics(timeout=timeout_s)
+            self._metadata_at = time.monotonic()
 
     def attach(self, listener: ClientErrorListener) -> None:
         with self._lock:
