@@ -7,8 +7,6 @@ it, so every client connection, bootstrap and partition leader alike, goes throu
 
 from __future__ import annotations
 
-import contextlib
-import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -17,7 +15,7 @@ from typing import Any
 import pytest
 
 from deploy.local.kafka import KafkaBroker
-from deploy.local.processes import free_port, wait_until
+from deploy.local.processes import free_port
 from state.records import BinlogPosition
 from state.spec import KafkaConfigSpec
 from tests.conftest import running
@@ -26,7 +24,6 @@ from tests.support.chaos import (
     ChangeWriter,
     DeliveryMode,
     StatusWatcher,
-    abort_hanging_transactions,
     assert_delivered,
     committed_rows,
     create_table,
@@ -38,9 +35,8 @@ from tests.support.kafka_read import read_topic
 from tests.support.pipelines import unique
 from tests.support.proxy import TcpProxy
 from tests.support.service import Service
-from tests.support.txn_state import prepared_commits
 from tests.test_kafka_sink import make_event
-from workers.sinks.errors import CommitOutcomeUnknown, HangingTransaction, SinkUnavailableError
+from workers.sinks.errors import CommitOutcomeUnknown
 from workers.sinks.kafka_txn import TransactionalKafkaSink
 
 pytestmark = pytest.mark.services
@@ -209,75 +205,3 @@ def test_a_commit_with_unknown_outcome_is_resolved_by_the_next_instance(
     assert (position, len(records)) in [(first, 3), (second, 6)]
     if fault == "hang_replies":
         assert position == second  # the broker had the request: the commit landed
-
-
-def test_a_hanging_transaction_holds_the_sink_until_an_operator_aborts_it(
-        proxied: tuple[KafkaBroker, TcpProxy]) -> None:
-    """Kafka's own failure: the broker dies after a commit's PrepareCommit is durable but
-    before its markers are written. On restart its coordinator finds no leader for the
-    partitions yet and skips the markers as if they were deleted: the transaction hangs,
-    neither committed nor aborted, and the producer's next marker would decide it. The next
-    sink instance must refuse to write (``HangingTransaction``, naming the fix); once the
-    operator aborts it with kafka-transactions.sh, the sink resumes from the batch before,
-    and ``read_committed`` consumers see that batch once and the hanging one not at all."""
-    broker, proxy = proxied
-    topic, checkpoints, pipeline = unique("eos_hang"), unique("ckpt"), unique("p")
-    broker.create_topic(topic)
-    spec = KafkaConfigSpec(id="eos", brokers=proxy.address, topic=topic, exactly_once=True,
-                           checkpoint_topic=checkpoints, send_timeout_secs=30)
-    first, second = BinlogPosition("bin.000001", 100), BinlogPosition("bin.000001", 200)
-    sink = TransactionalKafkaSink(pipeline, "t", spec)
-    try:
-        sink.committed_position(timeout_s=20)
-        sink.send_batch(1, [make_event("t", i, 1, op="c") for i in range(3)], first)
-        prepared = prepared_commits(broker.data_dir)
-        # Markers go through the proxy too (the broker's advertised listener): slowed down,
-        # they leave a window between PrepareCommit and the markers to crash the broker in.
-        sink._producer = FaultAtCommit(  # type: ignore[assignment]
-            sink._producer, lambda: proxy.delay(3.0))
-        commit = threading.Thread(target=_send_ignoring_errors, args=(
-            sink, 2, [make_event("t", i, 1, op="c") for i in range(3, 6)], second))
-        commit.start()
-        assert wait_until(lambda: prepared_commits(broker.data_dir) > prepared, 30)
-        broker.kill()
-        proxy.restore()
-        commit.join(60)
-    finally:
-        sink.close()
-    broker.start()
-    restarted = TransactionalKafkaSink(pipeline, "t", spec)
-    try:
-        with pytest.raises(HangingTransaction, match="kafka-transactions.sh"):
-            _committed_position_once_hanging(restarted)
-    finally:
-        restarted.close()
-    assert abort_hanging_transactions(broker) >= 2  # the data topic's and the checkpoint's
-    resumed = TransactionalKafkaSink(pipeline, "t", spec)
-    try:
-        assert resumed.committed_position(timeout_s=30) == first
-    finally:
-        resumed.close()
-    records = read_topic(broker.bootstrap, topic, 6, timeout_s=5, isolation="read_committed")
-    assert sorted(str(r.key) for r in records) == ["0", "1", "2"]
-
-
-def _send_ignoring_errors(sink: TransactionalKafkaSink, batch_id: int, events: list[Any],
-                          end: BinlogPosition) -> None:
-    with contextlib.suppress(Exception):  # the broker is killed under it: any error will do
-        sink.send_batch(batch_id, events, end)
-
-
-def _committed_position_once_hanging(sink: TransactionalKafkaSink) -> None:
-    """The coordinator skips the markers only when the restarted broker's stale registration
-    is fenced, some seconds after start: until then the transaction is merely open."""
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            sink.committed_position(timeout_s=10)
-        except HangingTransaction:
-            raise
-        except SinkUnavailableError:
-            if time.monotonic() > deadline:
-                raise
-            continue
-        raise AssertionError("the transaction was completed: no hanging transaction to see")

@@ -285,8 +285,12 @@ def test_stuck_worker_dumps_its_stacks_is_replaced_and_nothing_is_lost(
                            "changes flowing")
         victim = service.worker_pid("p")
         os.kill(victim, signal.SIGSTOP)
-        service.wait_until(lambda: "child exited name=worker-0 code=-6" in service.log(None),
-                           60, "the stuck worker to die of its SIGABRT")
+        try:
+            service.wait_until(lambda: "child exited name=worker-0 code=-6" in service.log(None),
+                               60, "the stuck worker to die of its SIGABRT")
+        except AssertionError:
+            dump_supervisor_stacks(service)
+            raise
         checkpoint = read_checkpoint(service.data_dir)
         assert checkpoint is not None
         log = service.log(None)
@@ -305,6 +309,15 @@ def test_stuck_worker_dumps_its_stacks_is_replaced_and_nothing_is_lost(
     finally:
         writer.stop()
         service.close()
+
+
+def dump_supervisor_stacks(service: Service) -> None:
+    """Evidence for a stuck-detection failure (seen once in about 40 runs, cause not found):
+    the supervisor's own stacks, from faulthandler on SIGABRT, printed with the log's end."""
+    assert service.process is not None
+    os.kill(service.process.pid, signal.SIGABRT)
+    time.sleep(2)
+    print(service.log(None)[-8000:])
 
 
 @pytest.mark.services
