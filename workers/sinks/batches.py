@@ -58,9 +58,7 @@ class BatchTracker:
         self.error = self.error or error
         self.failed = self.sent - self.delivered
         self.sealed = True
-        self.done_at = time.monotonic()
-        if self.on_done is not None:
-            self.on_done()
+        self._complete()
 
     def is_complete(self) -> bool:
         return self.done_at is not None
@@ -72,6 +70,11 @@ class BatchTracker:
 
     def _mark_if_done(self) -> None:
         if self.sealed and self.delivered + self.failed == self.sent:
+            self._complete()
+
+    def _complete(self) -> None:
+        """Once: an abandoned batch is sealed afterwards, and late reports may still come."""
+        if self.done_at is None:
             self.done_at = time.monotonic()
             if self.on_done is not None:
                 self.on_done()
