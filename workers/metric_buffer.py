@@ -29,7 +29,8 @@ class MetricBuffer:
         self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
         self._counts: dict[Any, float] = {}
         self._values: dict[Any, float] = {}
-        self._observed: dict[Any, tuple[list[int], list[float]]] = {}
+        self._binned: dict[Any, list[int]] = {}  # observations per bucket
+        self._sums: dict[Any, float] = {}
         self._flushed_at = time.monotonic()
 
     def inc(self, family: Any, labels: tuple[str, ...], amount: float = 1.0) -> None:
@@ -41,11 +42,11 @@ class MetricBuffer:
 
     def observe(self, family: Any, labels: tuple[str, ...], value: float) -> None:
         child = self._child(family, labels)
-        binned = self._observed.get(child)
+        binned = self._binned.get(child)
         if binned is None:
-            binned = self._observed[child] = ([0] * len(child._upper_bounds), [0.0])
-        binned[0][bisect_left(child._upper_bounds, value)] += 1  # first bound >= value
-        binned[1][0] += value
+            binned = self._binned[child] = [0] * len(child._upper_bounds)
+        binned[bisect_left(child._upper_bounds, value)] += 1  # the first bound >= value
+        self._sums[child] = self._sums.get(child, 0.0) + value
 
     def flush_if_due(self, now: float) -> None:
         if now - self._flushed_at >= FLUSH_INTERVAL_S:
@@ -57,14 +58,15 @@ class MetricBuffer:
             child.inc(amount)
         for child, value in self._values.items():
             child.set(value)
-        for child, (counts, total) in self._observed.items():
-            child._sum.inc(total[0])
-            for bucket, count in zip(child._buckets, counts, strict=True):
+        for child, binned in self._binned.items():
+            child._sum.inc(self._sums[child])
+            for bucket, count in zip(child._buckets, binned, strict=True):
                 if count:
                     bucket.inc(count)
         self._counts.clear()
         self._values.clear()
-        self._observed.clear()
+        self._binned.clear()
+        self._sums.clear()
         self._flushed_at = time.monotonic()
 
     def _child(self, family: Any, labels: tuple[str, ...]) -> Any:
