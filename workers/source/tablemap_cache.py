@@ -13,6 +13,7 @@ mysql-replication picks event classes from a private map in ``BinLogPacketWrappe
 
 from __future__ import annotations
 
+import weakref
 from typing import Any
 
 from pymysqlreplication.constants.BINLOG import TABLE_MAP_EVENT
@@ -30,8 +31,10 @@ _PER_PACKET = ("packet", "table_map", "event_type", "timestamp", "event_size",
 class CachedTableMapEvent(TableMapEvent):  # type: ignore[misc]
     """A TableMapEvent that reuses the parse of an identical body seen before.
 
-    ``memo`` is one dict shared by every event with the same body: users keep what they
-    derive from a table map there (``TableShapes`` its decoder) instead of deriving it again.
+    ``memo`` is one mapping shared by every event with the same body: users keep what they
+    derive from a table map there (each ``TableShapes`` its shape) instead of deriving it again.
+    Its keys are weak: a reader that is gone (catch-up readers come and go) does not stay in
+    memory through the process-wide cache.
     """
 
     def __init__(self, from_packet: Any, event_size: int, table_map: dict[int, Any],
@@ -41,7 +44,7 @@ class CachedTableMapEvent(TableMapEvent):  # type: ignore[misc]
         state = _state_by_body.get(body) if from_packet.read_bytes == 0 else None
         if state is None:
             super().__init__(from_packet, event_size, table_map, ctl_connection, **kwargs)
-            self.memo: dict[Any, Any] = {}
+            self.memo: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
             if self._processed:
                 if len(_state_by_body) >= MAX_ENTRIES:
                     _state_by_body.clear()
