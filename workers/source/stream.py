@@ -35,6 +35,7 @@ from workers.events import ChangeEvent, Op
 from workers.source.decode import Images
 from workers.source.errors import SourceDecodeError
 from workers.source.gtids import GtidTracker
+from workers.source.packets import install as install_fast_packets
 from workers.source.tablemap import TableShape, TableShapes
 from workers.source.tablemap_cache import CachedTableMapEvent
 from workers.source.tablemap_cache import install as install_table_map_cache
@@ -45,6 +46,7 @@ OnTable = Callable[[TableShape], None]
 ROW_EVENTS = (WriteRowsEvent, UpdateRowsEvent, DeleteRowsEvent)
 ROW_OPS: dict[type, Op] = {WriteRowsEvent: "c", UpdateRowsEvent: "u", DeleteRowsEvent: "d"}
 install_table_map_cache()
+install_fast_packets()
 STREAM_EVENTS = [
     *ROW_EVENTS,
     CachedTableMapEvent,

@@ -41,7 +41,7 @@ class CachedTableMapEvent(TableMapEvent):  # type: ignore[misc]
                  ctl_connection: Any, **kwargs: Any) -> None:
         # The body, without consuming it: the library's parse reads the packet itself.
         body = bytes(from_packet.packet.get_bytes(_HEADER_BYTES, event_size))
-        state = _state_by_body.get(body) if from_packet.read_bytes == 0 else None
+        state = cached_table_map(body) if from_packet.read_bytes == 0 else None
         if state is None:
             super().__init__(from_packet, event_size, table_map, ctl_connection, **kwargs)
             self.memo: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
@@ -55,6 +55,11 @@ class CachedTableMapEvent(TableMapEvent):  # type: ignore[misc]
         BinLogEvent.__init__(self, from_packet, event_size, table_map, ctl_connection, **kwargs)
         from_packet.advance(event_size)
         table_map[self.table_id] = self.table_obj
+
+
+def cached_table_map(body: bytes) -> dict[str, Any] | None:
+    """The attributes of the table map parsed from ``body`` before, if it was."""
+    return _state_by_body.get(body)
 
 
 def install() -> None:
