@@ -103,7 +103,7 @@ def _header(pkt: Any, data: bytes, ctl_connection: Any, enable_logging: bool,
 
 
 def _new(event_class: type, base: dict[str, Any]) -> Any:
-    event = object.__new__(event_class)
+    event: Any = object.__new__(event_class)
     event.__dict__.update(base)
     return event
 
@@ -134,7 +134,7 @@ def _table_map(event_class: type, wrapper: BinLogPacketWrapper, base: dict[str, 
     state = cached_table_map(bytes(wrapper.packet._data[_PAYLOAD:_PAYLOAD + size]))
     if state is None or event_class is not _EVENT_MAP[BINLOG.TABLE_MAP_EVENT]:
         return _LIBRARY
-    event = object.__new__(event_class)
+    event: Any = object.__new__(event_class)
     event.__dict__.update(state)
     event.__dict__.update(base)
     wrapper.read_bytes = size
