@@ -85,12 +85,36 @@ class PipelineWaker:
 
 class WakingQueue(queue.Queue):  # type: ignore[type-arg]
     """A bounded queue that wakes the worker loop when a source thread hands it something,
-    and remembers when its consumer last took an item (``taken_at``, monotonic)."""
+    and remembers when its consumer last took an item (``taken_at``, monotonic).
+
+    ``put_nowait`` and ``get_nowait``, called for every source transaction, take the queue's
+    lock directly instead of going through its conditions, and notify only a thread that
+    waits (``put`` with a timeout waits for room as usual). ``task_done``/``join`` are not
+    supported: nothing counts unfinished items."""
 
     def __init__(self, maxsize: int, wake: Wake) -> None:
         self.taken_at = 0.0
         super().__init__(maxsize)
         self.wake = wake
+
+    def put_nowait(self, item: object) -> None:
+        with self.mutex:
+            if 0 < self.maxsize <= len(self.queue):
+                raise queue.Full
+            self.queue.append(item)
+            if self.not_empty._waiters:  # type: ignore[attr-defined]
+                self.not_empty.notify()
+        self.wake.set()
+
+    def get_nowait(self) -> object:
+        with self.mutex:
+            if not self.queue:
+                raise queue.Empty
+            item = self.queue.popleft()
+            if self.not_full._waiters:  # type: ignore[attr-defined]
+                self.not_full.notify()
+        self.taken_at = time.monotonic()
+        return item
 
     def _put(self, item: object) -> None:
         super()._put(item)
