@@ -34,7 +34,7 @@ _V2_ROWS = frozenset({BINLOG.WRITE_ROWS_EVENT_V2, BINLOG.UPDATE_ROWS_EVENT_V2,
 _UPDATE_ROWS = frozenset({BINLOG.UPDATE_ROWS_EVENT_V1, BINLOG.UPDATE_ROWS_EVENT_V2})
 _LENGTH_SIZES = {252: 2, 253: 3, 254: 8}
 
-Build = Callable[[type, BinLogPacketWrapper, dict[str, Any], dict[int, Any], Any], Any]
+Build = Callable[[type, BinLogPacketWrapper, int, dict[str, Any], Any], Any]
 
 
 def install() -> None:
@@ -61,15 +61,9 @@ def wrap_packet(pkt: Any, table_map: dict[int, Any], ctl_connection: Any, mysql_
             pkt.advance(_PAYLOAD)
             return wrapper
         size = wrapper.event_size - (23 if use_checksum else 19)
-        base = {
-            "packet": wrapper, "table_map": table_map, "event_type": wrapper.event_type,
-            "timestamp": wrapper.timestamp, "event_size": size,
-            "_post_header_lengths": post_header_lengths, "_ctl_connection": ctl_connection,
-            "mysql_version": mysql_version, "_ignore_decode_errors": ignore_decode_errors,
-            "_verify_checksum": False, "_is_event_valid": None, "_processed": True,
-            "complete": True, "dbms": ctl_connection._get_dbms(),
-        }
-        built = build(event_class, wrapper, base, table_map, only_schemas)
+        common = _common_attributes(table_map, ctl_connection, mysql_version,
+                                    ignore_decode_errors, post_header_lengths)
+        built = build(event_class, wrapper, size, common, only_schemas)
         if built is not _LIBRARY:
             pkt.advance(_PAYLOAD + wrapper.read_bytes)
             wrapper.event = built
@@ -102,23 +96,53 @@ def _header(pkt: Any, data: bytes, ctl_connection: Any, enable_logging: bool,
     return wrapper
 
 
-def _new(event_class: type, base: dict[str, Any]) -> Any:
+def _common_attributes(table_map: dict[int, Any], ctl_connection: Any, mysql_version: Any,
+                       ignore_decode_errors: bool, post_header_lengths: Any) -> dict[str, Any]:
+    """The attributes ``BinLogEvent.__init__`` gives every event of one reader alike, made
+    once per reader: kept on its control connection (one per reader), renewed when they
+    change (a rotate brings a new table map, a format description new header lengths)."""
+    common: dict[str, Any] | None = getattr(ctl_connection, "_deltaforge_event_common", None)
+    if (common is None or common["table_map"] is not table_map
+            or common["mysql_version"] is not mysql_version
+            or common["_post_header_lengths"] is not post_header_lengths
+            or common["_ignore_decode_errors"] is not ignore_decode_errors):
+        common = {
+            "table_map": table_map, "_post_header_lengths": post_header_lengths,
+            "_ctl_connection": ctl_connection, "mysql_version": mysql_version,
+            "_ignore_decode_errors": ignore_decode_errors, "_verify_checksum": False,
+            "_is_event_valid": None, "_processed": True, "complete": True,
+            "dbms": ctl_connection._get_dbms(),
+        }
+        ctl_connection._deltaforge_event_common = common
+    return common
+
+
+def _new(event_class: type, wrapper: BinLogPacketWrapper, size: int,
+         common: dict[str, Any], state: dict[str, Any] | None = None) -> Any:
+    """What ``BinLogEvent.__init__`` makes (after ``state``, a cached parse, if given)."""
     event: Any = object.__new__(event_class)
-    event.__dict__.update(base)
+    fields = event.__dict__
+    if state is not None:
+        fields.update(state)
+    fields.update(common)
+    fields["packet"] = wrapper
+    fields["event_type"] = wrapper.event_type
+    fields["timestamp"] = wrapper.timestamp
+    fields["event_size"] = size
     return event
 
 
-def _xid(event_class: type, wrapper: BinLogPacketWrapper, base: dict[str, Any],
-         table_map: dict[int, Any], only_schemas: Any) -> Any:
-    event = _new(event_class, base)
+def _xid(event_class: type, wrapper: BinLogPacketWrapper, size: int, common: dict[str, Any],
+         only_schemas: Any) -> Any:
+    event = _new(event_class, wrapper, size, common)
     event.xid = int.from_bytes(wrapper.packet._data[_PAYLOAD:_PAYLOAD + 8], "little")
     wrapper.read_bytes = 8
     return event
 
 
-def _mariadb_gtid(event_class: type, wrapper: BinLogPacketWrapper, base: dict[str, Any],
-                  table_map: dict[int, Any], only_schemas: Any) -> Any:
-    event = _new(event_class, base)
+def _mariadb_gtid(event_class: type, wrapper: BinLogPacketWrapper, size: int,
+                  common: dict[str, Any], only_schemas: Any) -> Any:
+    event = _new(event_class, wrapper, size, common)
     server_id = event.server_id = wrapper.server_id
     seq_no, domain_id, flags = _GTID.unpack_from(wrapper.packet._data, _PAYLOAD)
     event.gtid_seq_no, event.domain_id, event.flags = seq_no, domain_id, flags
@@ -127,25 +151,30 @@ def _mariadb_gtid(event_class: type, wrapper: BinLogPacketWrapper, base: dict[st
     return event
 
 
-def _table_map(event_class: type, wrapper: BinLogPacketWrapper, base: dict[str, Any],
-               table_map: dict[int, Any], only_schemas: Any) -> Any:
+def _table_map(event_class: type, wrapper: BinLogPacketWrapper, size: int,
+               common: dict[str, Any], only_schemas: Any) -> Any:
     """A table map whose body was parsed before (``tablemap_cache``); else the library's."""
-    size = base["event_size"]
-    state = cached_table_map(bytes(wrapper.packet._data[_PAYLOAD:_PAYLOAD + size]))
+    state = cached_table_map(wrapper.packet._data[_PAYLOAD:_PAYLOAD + size])
     if state is None or event_class is not _EVENT_MAP[BINLOG.TABLE_MAP_EVENT]:
         return _LIBRARY
-    event: Any = object.__new__(event_class)
-    event.__dict__.update(state)
-    event.__dict__.update(base)
+    event = _new(event_class, wrapper, size, common, state)
     wrapper.read_bytes = size
-    table_map[event.table_id] = event.table_obj
+    common["table_map"][event.table_id] = event.table_obj
     return event
 
 
-def _rows(event_class: type, wrapper: BinLogPacketWrapper, base: dict[str, Any],
-          table_map: dict[int, Any], only_schemas: Any) -> Any:
+def _rows(event_class: type, wrapper: BinLogPacketWrapper, size: int, common: dict[str, Any],
+          only_schemas: Any) -> Any:
     """``RowsEvent.__init__`` and its subclasses' up to the row images (read lazily)."""
-    event = _new(event_class, base)
+    data = wrapper.packet._data
+    pos = _PAYLOAD + 6
+    table_id = int.from_bytes(data[_PAYLOAD:pos], "little")
+    table = common["table_map"].get(table_id)
+    if (table is None or "primary_key" not in table.__dict__
+            or (only_schemas is not None and table.schema not in only_schemas)):
+        wrapper.read_bytes = 6  # a table the reader filtered out: the library reads its id
+        return None
+    event = _new(event_class, wrapper, size, common)
     event._RowsEvent__rows = None
     event._RowsEvent__only_tables = None
     event._RowsEvent__ignored_tables = None
@@ -154,19 +183,9 @@ def _rows(event_class: type, wrapper: BinLogPacketWrapper, base: dict[str, Any],
     event._RowsEvent__use_column_name_cache = wrapper.use_column_name_cache
     event._RowsEvent__enable_logging = wrapper.enable_logging
     event._RowsEvent__none_sources = {}
-    data = wrapper.packet._data
-    pos = _PAYLOAD + 6
-    table_id = event.table_id = int.from_bytes(data[_PAYLOAD:pos], "little")
-    try:
-        table = table_map[table_id]
-        event.primary_key = table.__dict__["primary_key"]
-    except KeyError:  # a table the reader filtered out
-        wrapper.read_bytes = 6
-        return None
+    event.table_id = table_id
+    event.primary_key = table.primary_key
     event.schema, event.table = table.schema, table.table
-    if only_schemas is not None and table.schema not in only_schemas:
-        wrapper.read_bytes = 6
-        return None
     kind = wrapper.event_type
     if kind in _V2_ROWS:
         event.flags = data[pos] | data[pos + 1] << 8
@@ -180,7 +199,7 @@ def _rows(event_class: type, wrapper: BinLogPacketWrapper, base: dict[str, Any],
         pos += 2
         known = 8
     declared = event._declared_post_header_len(known)
-    if declared < known or pos - _PAYLOAD + declared - known > base["event_size"]:
+    if declared < known or pos - _PAYLOAD + declared - known > size:
         return _LIBRARY  # the library raises its MalformedBinLogEvent
     pos += declared - known
     first = data[pos]
