@@ -145,7 +145,7 @@ class BinlogStream(BinlogFollower):
         self._touched: list[Subscription] = []
         self._shapes = TableShapes(self._json_columns, on_fallback=self._count_fallback)
         self._tracker: PositionTracker | None = None
-        self._next_start: tuple[int, str, int, int] | None = None  # where the next event starts
+        self._next: tuple[str, int] | None = None  # file and position where the next event starts
         self._joined_at = time.monotonic()
         self._first_joined_at = self._joined_at
         self._progress_at = 0.0
@@ -239,6 +239,13 @@ class BinlogStream(BinlogFollower):
     # ---- the stream thread -----------------------------------------------------------------
 
     @property
+    def _next_start(self) -> tuple[int, str, int, int] | None:
+        """The sort key of where the next event starts (kept as file and position: it moves
+        with every event and is compared only when pipelines join or hand over)."""
+        next_ = self._next
+        return None if next_ is None else _sort_key(*next_)
+
+    @property
     def resume_position(self) -> BinlogPosition:
         if self._tracker is None:
             return BinlogPosition("", 0)
@@ -262,7 +269,7 @@ class BinlogStream(BinlogFollower):
                 self.dead = True
                 return False
             self._tracker = PositionTracker(start)
-            self._next_start = _sort_key(start.file, start.pos)
+            self._next = (start.file, start.pos)
         return True
 
     def _new_session(self) -> BinlogPosition:
@@ -276,7 +283,7 @@ class BinlogStream(BinlogFollower):
                 sub.reconnects += 1
             self._touched = [s for s in self._attached.values() if s.emitter and s.emitter.in_tx]
             self._by_table_id.clear()
-            self._next_start = _sort_key(tracker.boundary.file, tracker.boundary.pos)
+            self._next = (tracker.boundary.file, tracker.boundary.pos)
             return tracker.boundary
 
     def _follow(self, stream: BinLogStreamReader) -> None:
@@ -311,7 +318,7 @@ class BinlogStream(BinlogFollower):
         header = event.packet
         if self._waiting:
             self._attach_reached(_sort_key(tracker.file, header.log_pos - header.event_size))
-        self._next_start = _sort_key(tracker.file, header.log_pos)
+        self._next = (tracker.file, header.log_pos)
         self.last_event_ts_ms = event.timestamp * 1000
         self.at_end = False
         op = ROW_OPS.get(kind)
@@ -345,7 +352,7 @@ class BinlogStream(BinlogFollower):
         file = tracker.file
         tracker.on_rotate(event)
         if tracker.file != file:
-            self._next_start = _sort_key(tracker.file, event.position)
+            self._next = (tracker.file, event.position)
 
     def _on_heartbeat(self) -> None:
         self.at_end = True
