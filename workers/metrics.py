@@ -192,20 +192,20 @@ class PipelineMetrics:
 
     def batch_read(self, events: Sequence[ChangeEvent], size_bytes: int) -> None:
         """Counts, sizes and lags of one batch handed to the sinks (one pass over its events)."""
-        tally: Tally[tuple[str, str]] = Tally()
-        newest_ms: dict[str, int] = {}
-        for event in events:
-            table = f"{event.db}.{event.table}"
-            tally[table, event.op] += 1
-            if event.ts_ms > newest_ms.get(table, 0):
-                newest_ms[table] = event.ts_ms
+        tally: Tally[tuple[str, str, str]] = Tally()
+        newest_ms: dict[tuple[str, str], int] = {}
+        for event in events:  # keyed by name parts: the "db.table" label is made per table
+            tally[event.db, event.table, event.op] += 1
+            if event.ts_ms > newest_ms.get((event.db, event.table), 0):
+                newest_ms[event.db, event.table] = event.ts_ms
         f, buffer, pipeline = self.f, self.buffer, (self.pipeline,)
-        for (table, op), count in tally.items():
-            buffer.inc(f.source_events, (self.pipeline, table, op), count)
+        for (db, table, op), count in tally.items():
+            buffer.inc(f.source_events, (self.pipeline, f"{db}.{table}", op), count)
         now = time.time()
-        for table, ts_ms in newest_ms.items():
+        newest_by_label = {f"{db}.{table}": ts_ms for (db, table), ts_ms in newest_ms.items()}
+        for table, ts_ms in newest_by_label.items():
             buffer.set(f.table_lag, (self.pipeline, table), max(0.0, now - ts_ms / 1000))
-        self._tables.update(newest_ms)
+        self._tables.update(newest_by_label)
         buffer.inc(f.source_bytes, pipeline, size_bytes)
         buffer.observe(f.batch_events, pipeline, len(events))
         buffer.observe(f.batch_bytes, pipeline, size_bytes)
