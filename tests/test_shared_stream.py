@@ -5,6 +5,7 @@ row."""
 from __future__ import annotations
 
 import queue
+import threading
 import time
 from collections.abc import Iterator
 
@@ -19,6 +20,7 @@ from workers.events import ChangeEvent
 from workers.source.items import SourceFailure, SourceItem
 from workers.source.mysql import current_binlog_end
 from workers.source.shared import BinlogStream, StreamRegistry, Subscription
+from workers.waker import Waker, WakingQueue
 
 Row = tuple[str, str, int]  # table, op, id
 
@@ -145,6 +147,86 @@ def test_a_stalled_pipeline_detaches_catches_up_and_rejoins_while_others_flow(
     more = insert(mariadb, db, "a", range(21, 24))
     assert take_rows(fast, 3) == more
     assert take_rows(slow, 3) == more
+
+
+class SlowConsumer:
+    """Takes one item from each queue every ``every_s`` (a pipeline of a busy worker) into
+    ``taken`` until ``stop``; the queues are ``WakingQueue``s, which tell the stream when
+    their consumer last took an item."""
+
+    def __init__(self, queues: list[WakingQueue], every_s: float) -> None:
+        self.queues = queues
+        self.taken: list[list[SourceItem]] = [[] for _ in queues]
+        self._stop = threading.Event()
+        self._every_s = every_s
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._every_s):
+            for out, taken in zip(self.queues, self.taken, strict=True):
+                try:
+                    taken.append(out.get_nowait())
+                except queue.Empty:
+                    pass
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def slow_subscribe(registry: StreamRegistry, source: MysqlConfigSpec,
+                   start: BinlogPosition) -> tuple[Subscription, WakingQueue]:
+    out = WakingQueue(2, Waker())
+    sub = registry.open(source.id, source, start, out)
+    assert isinstance(sub, Subscription)
+    sub.start()
+    return sub, out
+
+
+def rows_taken(items: list[SourceItem]) -> list[Row]:
+    return rows_of([e for item in items if isinstance(item, list) for e in item])
+
+
+def test_pipelines_all_backed_up_hold_the_stream_instead_of_detaching(
+        mariadb: MariaDBServer, db: str, registry: StreamRegistry) -> None:
+    """A worker behind on every pipeline: each takes an item only every 0.8 s, longer than a
+    lone laggard gets (``ROOM_WAIT_S``). Readers of their own would parse the same binlog
+    again, so the stream waits for them, and delivers every row in order."""
+    start = current_binlog_end(config(mariadb, db, "p-one", ["a"]))
+    _, one = slow_subscribe(registry, config(mariadb, db, "p-one", ["a"]), start)
+    _, two = slow_subscribe(registry, config(mariadb, db, "p-two", ["a"]), start)
+    consumer = SlowConsumer([one, two], every_s=0.8)
+    written = insert(mariadb, db, "a", range(1, 7))
+    try:
+        wait_for(lambda: all(len(rows_taken(t)) == 6 for t in consumer.taken), timeout_s=30)
+    finally:
+        consumer.stop()
+    stream = only_stream(registry)
+    assert [rows_taken(t) for t in consumer.taken] == [written, written]
+    assert stream.detaches == 0
+    assert stream.counts() == {"attached": 2, "waiting": 0, "catching_up": 0}
+
+
+def test_a_lone_slow_pipeline_detaches_while_the_others_flow(
+        mariadb: MariaDBServer, db: str, registry: StreamRegistry) -> None:
+    """The same slow pipeline among idle-queued fast ones is a laggard (a slow sink): it
+    goes to a reader of its own after ``ROOM_WAIT_S`` and still gets every row."""
+    start = current_binlog_end(config(mariadb, db, "p-slow", ["a"]))
+    fast = [subscribe(registry, config(mariadb, db, f"p-fast{i}", ["a"]), start)[1]
+            for i in range(4)]
+    _, slow = slow_subscribe(registry, config(mariadb, db, "p-slow", ["a"]), start)
+    consumer = SlowConsumer([slow], every_s=0.8)
+    try:
+        written = insert(mariadb, db, "a", range(1, 7))
+        for out in fast:
+            assert take_rows(out, 6) == written
+        stream = only_stream(registry)
+        wait_for(lambda: stream.detaches == 1)
+        wait_for(lambda: len(rows_taken(consumer.taken[0])) == 6)
+    finally:
+        consumer.stop()
+    assert rows_taken(consumer.taken[0]) == written
 
 
 def test_pipelines_join_and_leave_a_live_stream_without_restarting_it(

@@ -85,7 +85,8 @@ class PipelineWaker:
 
 class WakingQueue(queue.Queue):  # type: ignore[type-arg]
     """A bounded queue that wakes the worker loop when a source thread hands it something,
-    and remembers when its consumer last took an item (``taken_at``, monotonic).
+    and remembers when its consumer last took an item (``taken_at``, monotonic; a new queue
+    counts as just taken from, so a pipeline that just started is not taken for a stuck one).
 
     ``put_nowait`` and ``get_nowait``, called for every source transaction, take the queue's
     lock directly instead of going through its conditions, and notify only a thread that
@@ -93,7 +94,7 @@ class WakingQueue(queue.Queue):  # type: ignore[type-arg]
     supported: nothing counts unfinished items."""
 
     def __init__(self, maxsize: int, wake: Wake) -> None:
-        self.taken_at = 0.0
+        self.taken_at = time.monotonic()
         super().__init__(maxsize)
         self.wake = wake
 

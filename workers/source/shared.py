@@ -54,13 +54,19 @@ log = logging.getLogger(__name__)
 GATHER_QUIET_S = 0.5  # start reading once no pipeline joined for this long ...
 GATHER_MAX_S = 5.0  # ... or this long after the first one joined
 PROGRESS_INTERVAL_S = 1.0
-CONSUMING_S = 1.0  # a pipeline that took from its queue this recently is consuming ...
-ROOM_WAIT_S = 0.5  # ... and the stream waits this long for room before leaving it behind
+CONSUMING_S = 2.0  # a pipeline that took from its queue this recently is consuming ...
+ROOM_WAIT_S = 0.5  # ... and the stream waits this long for room before leaving it behind ...
+BACKED_UP_SHARE = 0.25  # ... unless this share of its pipelines is backed up too
+ROOM_POLL_S = 0.1
 ServerKey = tuple[str, int, int | None]  # host, port, server_id: not the DSN's user
 
 
 class _Lagging(Exception):
     """A subscriber's queue is full."""
+
+
+def _consuming(out: queue.Queue[SourceItem]) -> bool:
+    return time.monotonic() - getattr(out, "taken_at", 0.0) <= CONSUMING_S
 
 
 def stream_server_id(slot: int, key: ServerKey) -> int:
@@ -105,21 +111,13 @@ class Subscription:
             self.stream.unsubscribe(self)
 
     def put_nowait(self, item: SourceItem) -> None:
-        """Hand over ``item``. A full queue whose pipeline is taking items (a busy worker loop)
-        gets up to ``ROOM_WAIT_S``; one that is not (paused, stuck on its sink) or stays full
-        raises ``_Lagging``: the pipeline goes to a reader of its own, the stream goes on."""
+        """Hand over ``item`` (on the stream thread); a full queue is for the stream to
+        resolve (``BinlogStream._on_full``)."""
         try:
             self.out.put_nowait(item)
-            return
         except queue.Full:
-            pass
-        now = time.monotonic()
-        if now - getattr(self.out, "taken_at", 0.0) > CONSUMING_S:
-            raise _Lagging
-        try:
-            self.out.put(item, timeout=ROOM_WAIT_S)
-        except queue.Full:
-            raise _Lagging from None
+            assert self.stream is not None
+            self.stream._on_full(self, item)
 
     def put_events(self, events: list[Any]) -> None:
         self.put_nowait(events)
@@ -170,6 +168,7 @@ class BinlogStream(BinlogFollower):
             if self.dead:
                 return False
             self._joined_at = time.monotonic()
+            sub.stream = self
             start = sub.start_position
             if self._next_start is None or start.sort_key() >= self._next_start:
                 self._wait_for(sub)
@@ -412,6 +411,42 @@ class BinlogStream(BinlogFollower):
         except _Lagging:
             self.detaches += 1
             self._start_catchup(sub, self._resume_of(sub))
+
+    def _on_full(self, sub: Subscription, item: SourceItem) -> None:
+        """``sub``'s queue is full (called on the stream thread, holding the lock).
+
+        A pipeline that is not taking items (paused, stuck on a failed sink) goes to a reader
+        of its own at once (``_Lagging``). One that is taking them gets ``ROOM_WAIT_S`` to make
+        room, and as long as it keeps taking them, more while a quarter or more of the
+        stream's pipelines are backed up too: then the worker itself is behind, and readers
+        of their own would only parse the same binlog again. The lock is released while
+        waiting: the worker loop may need it (pipelines starting, stopping, metrics) before it
+        gets round to making room. A pipeline that left meanwhile drops ``item``.
+        """
+        if not _consuming(sub.out):
+            raise _Lagging
+        self._lock.release()
+        try:
+            deadline = time.monotonic() + ROOM_WAIT_S
+            while not sub.closed:
+                try:
+                    sub.out.put(item, timeout=ROOM_POLL_S)
+                    return
+                except queue.Full:
+                    pass
+                if self._stop.is_set():
+                    raise StopReading
+                if not _consuming(sub.out) or (
+                        time.monotonic() >= deadline and not self._backed_up_widely()):
+                    raise _Lagging
+        finally:
+            self._lock.acquire()
+
+    def _backed_up_widely(self) -> bool:
+        """A ``BACKED_UP_SHARE`` or more of the attached pipelines have half-full queues."""
+        subs = list(self._attached.values())  # without the lock: a copy made in one step
+        backed_up = sum(1 for s in subs if 0 < s.out.maxsize <= 2 * s.out.qsize())
+        return backed_up >= BACKED_UP_SHARE * len(subs)
 
     def _resume_of(self, sub: Subscription) -> BinlogPosition:
         assert self._tracker is not None
