@@ -398,3 +398,32 @@ def test_a_fatal_error_retires_the_shared_producer(
     finally:
         fresh.close()
     assert len(pool) == 0
+
+
+def test_a_batch_waiting_long_for_its_reports_stops_the_sink_taking_more(
+        proxied: tuple[KafkaBroker, TcpProxy]) -> None:
+    """Slow brokers (their answers held back): once this sink's oldest batch has waited a
+    sixth of ``send_timeout_secs`` for its reports, ``has_room`` says no, so the client
+    buffer never holds more than the brokers take before messages time out. The batch
+    still arrives once they answer, and the room comes back."""
+    broker, proxy = proxied
+    topic = f"room.{uuid.uuid4().hex[:8]}"
+    broker.create_topic(topic)
+    sink = KafkaSink("pipe-room", "acme", spec(proxy.address, topic, send_timeout_secs=6),
+                     pool=ProducerPool())
+    try:
+        sink.check_connection(10.0)
+        proxy.hang_replies()
+        sent = [make_event("orders", row_id, 1) for row_id in range(1, 6)]
+        sink.send_batch(1, sent)
+        assert sink.has_room(), "a young batch leaves room"
+        time.sleep(1.3)  # past 6 s / 6
+        sink.poll(0.1)
+        assert sink.in_flight_batches() == 1 and not sink.has_room()
+        proxy.restore()
+        assert summary(drain_through(sink, [sink], 30.0)[0]) == [(1, 5, 0)]
+        assert sink.has_room()
+    finally:
+        proxy.restore()
+        sink.close()
+    assert event_ids_of(read_topic(broker.bootstrap, topic, 5, 30.0), "pipe-room") == ids(sent)

@@ -150,25 +150,27 @@ def test_a_stalled_pipeline_detaches_catches_up_and_rejoins_while_others_flow(
 
 
 class SlowConsumer:
-    """Takes one item from each queue every ``every_s`` (a pipeline of a busy worker) into
-    ``taken`` until ``stop``; the queues are ``WakingQueue``s, which tell the stream when
-    their consumer last took an item."""
+    """Takes up to ``per_tick`` items from each queue every ``every_s`` (pipelines of a busy
+    worker) into ``taken`` until ``stop``; the queues are ``WakingQueue``s, which tell the
+    stream when their consumer last took an item."""
 
-    def __init__(self, queues: list[WakingQueue], every_s: float) -> None:
+    def __init__(self, queues: list[WakingQueue], every_s: float, per_tick: int = 1) -> None:
         self.queues = queues
         self.taken: list[list[SourceItem]] = [[] for _ in queues]
         self._stop = threading.Event()
         self._every_s = every_s
+        self._per_tick = per_tick
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
 
     def _run(self) -> None:
         while not self._stop.wait(self._every_s):
             for out, taken in zip(self.queues, self.taken, strict=True):
-                try:
-                    taken.append(out.get_nowait())
-                except queue.Empty:
-                    pass
+                for _ in range(self._per_tick):
+                    try:
+                        taken.append(out.get_nowait())
+                    except queue.Empty:
+                        break
 
     def stop(self) -> None:
         self._stop.set()
@@ -188,18 +190,22 @@ def rows_taken(items: list[SourceItem]) -> list[Row]:
     return rows_of([e for item in items if isinstance(item, list) for e in item])
 
 
+@pytest.mark.parametrize(("every_s", "per_tick", "rows"), [(0.8, 1, 6), (1.5, 9, 4)],
+                         ids=["taking-slowly", "taking-nothing-for-1.5s"])
 def test_pipelines_all_backed_up_hold_the_stream_instead_of_detaching(
-        mariadb: MariaDBServer, db: str, registry: StreamRegistry) -> None:
+        mariadb: MariaDBServer, db: str, registry: StreamRegistry, every_s: float,
+        per_tick: int, rows: int) -> None:
     """A worker behind on every pipeline: each takes an item only every 0.8 s, longer than a
-    lone laggard gets (``ROOM_WAIT_S``). Readers of their own would parse the same binlog
-    again, so the stream waits for them, and delivers every row in order."""
+    lone laggard gets (``ROOM_WAIT_S``), or takes nothing for longer than a stuck one may
+    (``CONSUMING_S``, a slow Kafka for the whole worker). Readers of their own would parse
+    the same binlog again, so the stream waits for them, and delivers every row in order."""
     start = current_binlog_end(config(mariadb, db, "p-one", ["a"]))
     _, one = slow_subscribe(registry, config(mariadb, db, "p-one", ["a"]), start)
     _, two = slow_subscribe(registry, config(mariadb, db, "p-two", ["a"]), start)
-    consumer = SlowConsumer([one, two], every_s=0.8)
-    written = insert(mariadb, db, "a", range(1, 7))
+    consumer = SlowConsumer([one, two], every_s, per_tick)
+    written = insert(mariadb, db, "a", range(1, rows + 1))
     try:
-        wait_for(lambda: all(len(rows_taken(t)) == 6 for t in consumer.taken), timeout_s=30)
+        wait_for(lambda: all(len(rows_taken(t)) == rows for t in consumer.taken), timeout_s=30)
     finally:
         consumer.stop()
     stream = only_stream(registry)

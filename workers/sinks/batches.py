@@ -100,5 +100,12 @@ class BatchLedger:
             done.append(self._batches.popleft().outcome())
         return done
 
+    def oldest_unreported_at(self) -> float | None:
+        """When the oldest batch still waiting for delivery reports was sent (monotonic)."""
+        for tracker in self._batches:
+            if not tracker.is_complete():
+                return tracker.sent_at
+        return None
+
     def __len__(self) -> int:
         return len(self._batches)

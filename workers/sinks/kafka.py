@@ -39,6 +39,8 @@ log = logging.getLogger(__name__)
 
 _BACKPRESSURE_POLL_S = 0.05
 _FLUSH_POLL_S = 0.05
+ROOM_AGE_SHARE = 1 / 6  # of send_timeout_secs: how long a batch may wait for reports before
+# the sink takes no more (5 s at the default 30 s timeout)
 SHARED_CLIENT_ID = "deltaforge"
 _VALID_TOPIC = re.compile(r"[A-Za-z0-9._-]{1,249}")
 DeliveryFn = Callable[[Any, Any], None]
@@ -101,6 +103,10 @@ class KafkaSink:
         # Room for a batch: the client buffer (shared by the worker's pipelines) less than
         # half full. Above that the runner holds its batches rather than block in produce().
         self._room_messages = int(config["queue.buffering.max.messages"]) // 2
+        # ... and this sink's oldest unreported batch younger than this: the buffer holds
+        # no more than the brokers take in that time, so nothing in it times out
+        # ("Local: Message timed out" fails the pipeline) while the brokers are merely slow.
+        self._room_age_s = spec.send_timeout_secs * ROOM_AGE_SHARE
         self._client = self._pool.acquire(config, self._on_client_error)
         self._producer = self._client.producer
         log.info("kafka sink started pipeline=%s sink=%s brokers=%s shared_producer=%s",
@@ -129,8 +135,12 @@ class KafkaSink:
             tracker.seal()
 
     def has_room(self) -> bool:
-        """The client buffer can take another batch without blocking (backpressure)."""
-        return len(self._producer) < self._room_messages
+        """The client buffer can take another batch without blocking, and what this sink has
+        in it is moving (backpressure)."""
+        if len(self._producer) >= self._room_messages:
+            return False
+        oldest = self._ledger.oldest_unreported_at()
+        return oldest is None or time.monotonic() - oldest < self._room_age_s
 
     def poll(self, timeout_s: float = 0.0) -> None:
         """Serve delivery reports and client errors for up to ``timeout_s``; on a shared

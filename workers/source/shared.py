@@ -54,7 +54,7 @@ log = logging.getLogger(__name__)
 GATHER_QUIET_S = 0.5  # start reading once no pipeline joined for this long ...
 GATHER_MAX_S = 5.0  # ... or this long after the first one joined
 PROGRESS_INTERVAL_S = 1.0
-CONSUMING_S = 2.0  # a pipeline that took from its queue this recently is consuming ...
+CONSUMING_S = 1.0  # a pipeline that took from its queue this recently is consuming ...
 ROOM_WAIT_S = 0.5  # ... and the stream waits this long for room before leaving it behind ...
 BACKED_UP_SHARE = 0.25  # ... unless this share of its pipelines is backed up too
 ROOM_POLL_S = 0.1
@@ -415,15 +415,17 @@ class BinlogStream(BinlogFollower):
     def _on_full(self, sub: Subscription, item: SourceItem) -> None:
         """``sub``'s queue is full (called on the stream thread, holding the lock).
 
-        A pipeline that is not taking items (paused, stuck on a failed sink) goes to a reader
-        of its own at once (``_Lagging``). One that is taking them gets ``ROOM_WAIT_S`` to make
-        room, and as long as it keeps taking them, more while a quarter or more of the
-        stream's pipelines are backed up too: then the worker itself is behind, and readers
-        of their own would only parse the same binlog again. The lock is released while
-        waiting: the worker loop may need it (pipelines starting, stopping, metrics) before it
-        gets round to making room. A pipeline that left meanwhile drops ``item``.
+        When several pipelines of the stream are backed up at once (a ``BACKED_UP_SHARE`` of
+        them, two at least), the worker itself is behind: its CPU or its Kafka producer cannot
+        keep up. Readers of their own would parse the same binlog again and make it worse, so
+        the stream waits for room, holding the binlog back. A lone laggard is moved to a
+        reader of its own (``_Lagging``): at once when it is not taking items (paused, stuck
+        on a failed sink), after ``ROOM_WAIT_S`` when it is (a slow sink). The lock is
+        released while waiting: the worker loop may need it (pipelines starting, stopping,
+        metrics) before it gets round to making room. A pipeline that left meanwhile drops
+        ``item``.
         """
-        if not _consuming(sub.out):
+        if not _consuming(sub.out) and not self._backed_up_widely():
             raise _Lagging
         self._lock.release()
         try:
@@ -436,17 +438,17 @@ class BinlogStream(BinlogFollower):
                     pass
                 if self._stop.is_set():
                     raise StopReading
-                if not _consuming(sub.out) or (
-                        time.monotonic() >= deadline and not self._backed_up_widely()):
+                if time.monotonic() >= deadline and not self._backed_up_widely():
                     raise _Lagging
         finally:
             self._lock.acquire()
 
     def _backed_up_widely(self) -> bool:
-        """A ``BACKED_UP_SHARE`` or more of the attached pipelines have half-full queues."""
+        """Two or more, and a ``BACKED_UP_SHARE`` or more, of the attached pipelines have
+        half-full queues."""
         subs = list(self._attached.values())  # without the lock: a copy made in one step
         backed_up = sum(1 for s in subs if 0 < s.out.maxsize <= 2 * s.out.qsize())
-        return backed_up >= BACKED_UP_SHARE * len(subs)
+        return backed_up >= max(2.0, BACKED_UP_SHARE * len(subs))
 
     def _resume_of(self, sub: Subscription) -> BinlogPosition:
         assert self._tracker is not None
