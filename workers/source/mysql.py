@@ -21,6 +21,7 @@ from workers.events import ChangeEvent
 from workers.metrics import count_decode_fallback
 from workers.source.connection import (
     Connection,
+    DumpConnection,
     check_server,
     classify,
     connect,
@@ -193,10 +194,11 @@ class BinlogFollower:
         """pymysql.connect for the library; counts stream (re)connections, refuses after stop."""
         if self._stop.is_set():
             raise StopReading
-        conn = Connection(**settings)
-        if "cursorclass" not in settings:  # the library's control connection sets one
-            self._stream_connects += 1
-            self._stream_conn = conn
+        if "cursorclass" in settings:  # the library's control connection sets one
+            return Connection(**settings)
+        conn = DumpConnection(**settings)
+        self._stream_connects += 1
+        self._stream_conn = conn
         return conn
 
     def _json_columns(self, schema: str, table: str) -> frozenset[str]:
