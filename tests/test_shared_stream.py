@@ -150,12 +150,14 @@ def test_a_stalled_pipeline_detaches_catches_up_and_rejoins_while_others_flow(
 
 
 class SlowConsumer:
-    """Takes up to ``per_tick`` items from each queue every ``every_s`` (pipelines of a busy
-    worker) into ``taken`` until ``stop``; the queues are ``WakingQueue``s, which tell the
+    """Takes up to ``per_tick`` items from each queue every ``every_s``, the first time after
+    ``first_after_s`` (pipelines of a busy worker) into ``taken`` until ``stop``; the queues are ``WakingQueue``s, which tell the
     stream when their consumer last took an item."""
 
-    def __init__(self, queues: list[WakingQueue], every_s: float, per_tick: int = 1) -> None:
+    def __init__(self, queues: list[WakingQueue], every_s: float, per_tick: int = 1,
+                 first_after_s: float | None = None) -> None:
         self.queues = queues
+        self._first_after_s = every_s if first_after_s is None else first_after_s
         self.taken: list[list[SourceItem]] = [[] for _ in queues]
         self._stop = threading.Event()
         self._every_s = every_s
@@ -164,7 +166,9 @@ class SlowConsumer:
         self._thread.start()
 
     def _run(self) -> None:
-        while not self._stop.wait(self._every_s):
+        wait_s = self._first_after_s
+        while not self._stop.wait(wait_s):
+            wait_s = self._every_s
             for out, taken in zip(self.queues, self.taken, strict=True):
                 for _ in range(self._per_tick):
                     try:
@@ -190,19 +194,20 @@ def rows_taken(items: list[SourceItem]) -> list[Row]:
     return rows_of([e for item in items if isinstance(item, list) for e in item])
 
 
-@pytest.mark.parametrize(("every_s", "per_tick", "rows"), [(0.8, 1, 6), (1.5, 9, 4)],
-                         ids=["taking-slowly", "taking-nothing-for-1.5s"])
+@pytest.mark.parametrize(("first_after_s", "every_s", "per_tick"), [(2.5, 2.5, 1), (6.0, 0.2, 9)],
+                         ids=["taking-slowly", "taking-nothing-for-6s"])
 def test_pipelines_all_backed_up_hold_the_stream_instead_of_detaching(
-        mariadb: MariaDBServer, db: str, registry: StreamRegistry, every_s: float,
-        per_tick: int, rows: int) -> None:
-    """A worker behind on every pipeline: each takes an item only every 0.8 s, longer than a
+        mariadb: MariaDBServer, db: str, registry: StreamRegistry, first_after_s: float,
+        every_s: float, per_tick: int) -> None:
+    """A worker behind on every pipeline: each takes an item only every 2.5 s, longer than a
     lone laggard gets (``ROOM_WAIT_S``), or takes nothing for longer than a stuck one may
-    (``CONSUMING_S``, a slow Kafka for the whole worker). Readers of their own would parse
+    (``CONSUMING_S``: a slow Kafka for the whole worker). Readers of their own would parse
     the same binlog again, so the stream waits for them, and delivers every row in order."""
+    rows = 3
     start = current_binlog_end(config(mariadb, db, "p-one", ["a"]))
     _, one = slow_subscribe(registry, config(mariadb, db, "p-one", ["a"]), start)
     _, two = slow_subscribe(registry, config(mariadb, db, "p-two", ["a"]), start)
-    consumer = SlowConsumer([one, two], every_s, per_tick)
+    consumer = SlowConsumer([one, two], every_s, per_tick, first_after_s)
     written = insert(mariadb, db, "a", range(1, rows + 1))
     try:
         wait_for(lambda: all(len(rows_taken(t)) == rows for t in consumer.taken), timeout_s=30)
@@ -216,20 +221,20 @@ def test_pipelines_all_backed_up_hold_the_stream_instead_of_detaching(
 
 def test_a_lone_slow_pipeline_detaches_while_the_others_flow(
         mariadb: MariaDBServer, db: str, registry: StreamRegistry) -> None:
-    """The same slow pipeline among idle-queued fast ones is a laggard (a slow sink): it
-    goes to a reader of its own after ``ROOM_WAIT_S`` and still gets every row."""
+    """The same slow pipeline among fast ones is a laggard (a slow sink): it goes to a reader
+    of its own after ``ROOM_WAIT_S`` and still gets every row."""
     start = current_binlog_end(config(mariadb, db, "p-slow", ["a"]))
     fast = [subscribe(registry, config(mariadb, db, f"p-fast{i}", ["a"]), start)[1]
             for i in range(4)]
     _, slow = slow_subscribe(registry, config(mariadb, db, "p-slow", ["a"]), start)
-    consumer = SlowConsumer([slow], every_s=0.8)
+    consumer = SlowConsumer([slow], every_s=3.0, per_tick=9)
     try:
-        written = insert(mariadb, db, "a", range(1, 7))
+        written = insert(mariadb, db, "a", range(1, 5))
         for out in fast:
-            assert take_rows(out, 6) == written
+            assert take_rows(out, 4) == written
         stream = only_stream(registry)
         wait_for(lambda: stream.detaches == 1)
-        wait_for(lambda: len(rows_taken(consumer.taken[0])) == 6)
+        wait_for(lambda: len(rows_taken(consumer.taken[0])) == 4)
     finally:
         consumer.stop()
     assert rows_taken(consumer.taken[0]) == written
