@@ -151,8 +151,8 @@ def test_a_stalled_pipeline_detaches_catches_up_and_rejoins_while_others_flow(
 
 class SlowConsumer:
     """Takes up to ``per_tick`` items from each queue every ``every_s``, the first time after
-    ``first_after_s`` (pipelines of a busy worker) into ``taken`` until ``stop``; the queues are ``WakingQueue``s, which tell the
-    stream when their consumer last took an item."""
+    ``first_after_s`` (pipelines of a busy worker), into ``taken`` until ``stop``. The queues
+    are ``WakingQueue``s, which tell the stream when their consumer last took an item."""
 
     def __init__(self, queues: list[WakingQueue], every_s: float, per_tick: int = 1,
                  first_after_s: float | None = None) -> None:
