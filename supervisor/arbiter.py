@@ -271,7 +271,7 @@ class Arbiter:
         self.heartbeats[child.slot] = time.time()
         self.start_child(child, run_worker,
                          (child.slot, child_conn, self.options.data_dir, self.heartbeats,
-                          self.options.stream_sharing))
+                          self.options.stream_sharing, self.options.worker_nice))
         child_conn.close()
         child.conn = parent_conn
         pending, child.pending = child.pending, []

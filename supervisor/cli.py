@@ -2,7 +2,7 @@
 
     deltaforge --config PATH [--api-addr HOST:PORT] [--data-dir DIR] [--workers N]
                [--drain-timeout-s S] [--heartbeat-timeout-s S] [--log-level LEVEL]
-               [--stream-sharing on|off]
+               [--stream-sharing on|off] [--worker-nice N]
     deltaforge validate PATH
 """
 
@@ -63,14 +63,20 @@ def parse_run_options(args: list[str]) -> Options:
     parser.add_argument("--stream-sharing", choices=("on", "off"), default="on",
                         help="one binlog stream per MySQL server per worker, shared by its "
                              "pipelines (off: one binlog connection per pipeline)")
+    parser.add_argument("--worker-nice", type=int, default=5,
+                        help="workers run this much nicer (0-19) than the supervisor and the "
+                             "api, so health checks, scrapes and the watchdog answer under "
+                             "full load")
     ns = parser.parse_args(args)
+    if not 0 <= ns.worker_nice <= 19:
+        raise ValueError("--worker-nice must be between 0 and 19")
     if ns.workers < 1:
         raise ValueError("--workers must be at least 1")
     if ns.heartbeat_timeout_s <= 0:
         raise ValueError("--heartbeat-timeout-s must be above 0")
     return Options(ns.config, parse_addr(ns.api_addr), ns.data_dir.resolve(), ns.workers,
                    ns.drain_timeout_s, ns.log_level, ns.heartbeat_timeout_s,
-                   ns.stream_sharing == "on")
+                   ns.stream_sharing == "on", ns.worker_nice)
 
 
 def validate(args: list[str]) -> int:

@@ -17,6 +17,7 @@ class Options:
     log_level: str
     heartbeat_timeout_s: float = 30.0  # a worker silent this long is stuck: SIGABRT, SIGKILL
     stream_sharing: bool = True  # one binlog stream per server per worker
+    worker_nice: int = 5  # workers run this much nicer than the supervisor and the api
 
 
 def parse_addr(text: str) -> tuple[str, int]:

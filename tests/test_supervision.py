@@ -237,6 +237,9 @@ def test_systemd_notifications_from_the_supervisor(
                             ready["STATUS"]), ready
         notify_socket.wait_for(service, "STATUS", check=lambda m: m["STATUS"].startswith(
             "2 pipelines: 1 running, 1 failed, 0 pending; 2/2 workers up"))
+        # Workers run nicer (--worker-nice 5) than the supervisor, which answers the watchdog.
+        supervisor_nice = os.getpriority(os.PRIO_PROCESS, service.process.pid)
+        assert os.getpriority(os.PRIO_PROCESS, service.worker_pid("good")) == supervisor_nice + 5
 
         pings = notify_socket.count("WATCHDOG")
         service.wait_until(lambda: notify_socket.count("WATCHDOG") >= pings + 3, 30, "pings")

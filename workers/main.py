@@ -218,9 +218,12 @@ class Worker:
 
 
 def worker_main(slot: int, conn: Connection, data_dir: Path, heartbeats: Any,
-                stream_sharing: bool) -> None:
-    """Entry point of a forked worker process."""
+                stream_sharing: bool, nice: int = 0) -> None:
+    """Entry point of a forked worker process; ``nice`` lowers its CPU priority (before any
+    thread starts: on Linux each thread has its own, inherited from the one that starts it)."""
     faulthandler.enable(file=sys.stderr, all_threads=True)  # SIGABRT of a stuck worker: stacks
+    if nice:
+        os.nice(nice)
     code = 1
     try:
         code = Worker(slot, conn, data_dir, heartbeats, StreamRegistry(slot, stream_sharing)).run()
