@@ -194,17 +194,21 @@ def rows_taken(items: list[SourceItem]) -> list[Row]:
     return rows_of([e for item in items if isinstance(item, list) for e in item])
 
 
-@pytest.mark.parametrize(("first_after_s", "every_s", "per_tick"), [(2.5, 2.5, 1), (6.0, 0.2, 9)],
-                         ids=["taking-slowly", "taking-nothing-for-6s"])
-def test_pipelines_all_backed_up_hold_the_stream_instead_of_detaching(
+@pytest.mark.parametrize(("first_after_s", "every_s", "per_tick", "neighbours"),
+                         [(2.5, 2.5, 1, 8), (6.0, 0.2, 9, 0)],
+                         ids=["two-of-ten-taking-slowly", "all-taking-nothing-for-6s"])
+def test_pipelines_backed_up_together_hold_the_stream_instead_of_detaching(
         mariadb: MariaDBServer, db: str, registry: StreamRegistry, first_after_s: float,
-        every_s: float, per_tick: int) -> None:
-    """A worker behind on every pipeline: each takes an item only every 2.5 s, longer than a
-    lone laggard gets (``ROOM_WAIT_S``), or takes nothing for longer than a stuck one may
-    (``CONSUMING_S``: a slow Kafka for the whole worker). Readers of their own would parse
-    the same binlog again, so the stream waits for them, and delivers every row in order."""
+        every_s: float, per_tick: int, neighbours: int) -> None:
+    """A worker behind on its pipelines: two of ten take an item only every 2.5 s, longer
+    than a lone laggard gets (``ROOM_WAIT_S``), or all take nothing for longer than a stuck
+    one may (``CONSUMING_S``: a slow Kafka for the whole worker). Readers of their own would
+    parse the same binlog again, so the stream waits for them; every pipeline gets every
+    row in order."""
     rows = 3
     start = current_binlog_end(config(mariadb, db, "p-one", ["a"]))
+    others = [subscribe(registry, config(mariadb, db, f"p-other{i}", ["a"]), start)[1]
+              for i in range(neighbours)]
     _, one = slow_subscribe(registry, config(mariadb, db, "p-one", ["a"]), start)
     _, two = slow_subscribe(registry, config(mariadb, db, "p-two", ["a"]), start)
     consumer = SlowConsumer([one, two], every_s, per_tick, first_after_s)
@@ -215,8 +219,10 @@ def test_pipelines_all_backed_up_hold_the_stream_instead_of_detaching(
         consumer.stop()
     stream = only_stream(registry)
     assert [rows_taken(t) for t in consumer.taken] == [written, written]
+    for out in others:
+        assert take_rows(out, rows) == written
     assert stream.detaches == 0
-    assert stream.counts() == {"attached": 2, "waiting": 0, "catching_up": 0}
+    assert stream.counts() == {"attached": 2 + neighbours, "waiting": 0, "catching_up": 0}
 
 
 def test_a_lone_slow_pipeline_detaches_while_the_others_flow(

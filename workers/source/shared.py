@@ -415,15 +415,14 @@ class BinlogStream(BinlogFollower):
     def _on_full(self, sub: Subscription, item: SourceItem) -> None:
         """``sub``'s queue is full (called on the stream thread, holding the lock).
 
-        When several pipelines of the stream are backed up at once (a ``BACKED_UP_SHARE`` of
-        them, two at least), the worker itself is behind: its CPU or its Kafka producer cannot
-        keep up. Readers of their own would parse the same binlog again and make it worse, so
-        the stream waits for room, holding the binlog back. A lone laggard is moved to a
-        reader of its own (``_Lagging``): at once when it is not taking items (paused, stuck
-        on a failed sink), after ``ROOM_WAIT_S`` when it is (a slow sink). The lock is
-        released while waiting: the worker loop may need it (pipelines starting, stopping,
-        metrics) before it gets round to making room. A pipeline that left meanwhile drops
-        ``item``.
+        When several pipelines of the stream are backed up at once (``_backed_up_widely``),
+        the worker itself is behind: its CPU or its Kafka producer cannot keep up. Readers of
+        their own would parse the same binlog again and make it worse, so the stream waits
+        for room, holding the binlog back. A lone laggard is moved to a reader of its own
+        (``_Lagging``): at once when it is not taking items (stuck on a failed sink), after
+        ``ROOM_WAIT_S`` when it is (a slow sink). The lock is released while waiting: the
+        worker loop may need it (pipelines starting, stopping, metrics) before it gets round
+        to making room. A pipeline that left meanwhile drops ``item``.
         """
         if not _consuming(sub.out) and not self._backed_up_widely():
             raise _Lagging
@@ -444,11 +443,14 @@ class BinlogStream(BinlogFollower):
             self._lock.acquire()
 
     def _backed_up_widely(self) -> bool:
-        """Two or more, and a ``BACKED_UP_SHARE`` or more, of the attached pipelines have
-        half-full queues."""
+        """Two or more of the attached pipelines have half-full queues and are taking from
+        them (a shared cause: the worker's CPU, its Kafka producer), or a ``BACKED_UP_SHARE``
+        of them, taking or not (Kafka stalled for the whole worker)."""
         subs = list(self._attached.values())  # without the lock: a copy made in one step
-        backed_up = sum(1 for s in subs if 0 < s.out.maxsize <= 2 * s.out.qsize())
-        return backed_up >= max(2.0, BACKED_UP_SHARE * len(subs))
+        backed_up = [s for s in subs if 0 < s.out.maxsize <= 2 * s.out.qsize()]
+        if len(backed_up) >= max(2.0, BACKED_UP_SHARE * len(subs)):
+            return True
+        return sum(1 for s in backed_up if _consuming(s.out)) >= 2
 
     def _resume_of(self, sub: Subscription) -> BinlogPosition:
         assert self._tracker is not None
