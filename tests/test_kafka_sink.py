@@ -427,3 +427,35 @@ def test_a_batch_waiting_long_for_its_reports_stops_the_sink_taking_more(
         proxy.restore()
         sink.close()
     assert event_ids_of(read_topic(broker.bootstrap, topic, 5, 30.0), "pipe-room") == ids(sent)
+
+
+def test_a_slow_shared_queue_stops_every_sink_on_it_until_it_moves_again(
+        proxied: tuple[KafkaBroker, TcpProxy]) -> None:
+    """The batch a shared producer completed last took longer than a sixth of
+    ``send_timeout_secs``: while anything is queued, no sink on it takes more, also one with
+    nothing in flight of its own (each batch waits behind the others' in the one queue). A
+    quick batch later gives the room back."""
+    broker, proxy = proxied
+    topic = f"room.{uuid.uuid4().hex[:8]}"
+    broker.create_topic(topic)
+    pool = ProducerPool()
+    busy, idle = (KafkaSink(name, "acme", spec(proxy.address, topic, send_timeout_secs=6),
+                            pool=pool) for name in ("pipe-busy", "pipe-idle"))
+    try:
+        busy.check_connection(10.0)
+        proxy.hang_replies()
+        busy.send_batch(1, [make_event("orders", 1, 1)])
+        time.sleep(1.3)  # past 6 s / 6
+        proxy.restore()
+        (slow,) = drain_through(busy, [busy], 30.0)[0]
+        assert slow.latency_s >= 1.0 and idle.has_room(), "nothing queued: room"
+        proxy.hang_replies()
+        busy.send_batch(2, [make_event("orders", 2, 1)])
+        assert not idle.has_room(), "queued behind a slow queue"
+        proxy.restore()
+        (quick,) = drain_through(busy, [busy], 30.0)[0]
+        assert quick.latency_s < 1.0 and idle.has_room()
+    finally:
+        proxy.restore()
+        busy.close()
+        idle.close()

@@ -103,9 +103,10 @@ class KafkaSink:
         # Room for a batch: the client buffer (shared by the worker's pipelines) less than
         # half full. Above that the runner holds its batches rather than block in produce().
         self._room_messages = int(config["queue.buffering.max.messages"]) // 2
-        # ... and this sink's oldest unreported batch younger than this: the buffer holds
-        # no more than the brokers take in that time, so nothing in it times out
-        # ("Local: Message timed out" fails the pipeline) while the brokers are merely slow.
+        # ... and this sink's oldest unreported batch, and the batch the producer completed
+        # last, younger than this: the buffer holds no more than the brokers take in about
+        # that time, so nothing in it times out ("Local: Message timed out" fails the
+        # pipeline) while the brokers are merely slow.
         self._room_age_s = spec.send_timeout_secs * ROOM_AGE_SHARE
         self._client = self._pool.acquire(config, self._on_client_error)
         self._producer = self._client.producer
@@ -137,8 +138,11 @@ class KafkaSink:
     def has_room(self) -> bool:
         """The client buffer can take another batch without blocking, and what this sink has
         in it is moving (backpressure)."""
-        if len(self._producer) >= self._room_messages:
+        queued = len(self._producer)
+        if queued >= self._room_messages:
             return False
+        if queued and self._client.delivery_latency_s >= self._room_age_s:
+            return False  # the (shared) queue is slow to go out: let it drain first
         oldest = self._ledger.oldest_unreported_at()
         return oldest is None or time.monotonic() - oldest < self._room_age_s
 
@@ -149,7 +153,10 @@ class KafkaSink:
 
     def take_completed(self) -> list[BatchOutcome]:
         """Batches whose every message has a delivery report, in send order."""
-        return self._ledger.take_completed()
+        done = self._ledger.take_completed()
+        if done:
+            self._client.delivery_latency_s = done[-1].latency_s
+        return done
 
     def in_flight_batches(self) -> int:
         """Batches sent and not yet returned by ``take_completed``."""

@@ -46,6 +46,9 @@ class ProducerClient:
         self.last_error: str | None = None
         self.failed = False  # a fatal error: the pool hands later sinks a fresh producer
         self.closed = False
+        # Send-to-last-report time of the batch that completed last, whichever sink's: how long
+        # the queue of this (maybe shared) producer takes to go out.
+        self.delivery_latency_s = 0.0
         self._metadata_at = -METADATA_FRESH_S
         self._metadata_lock = threading.Lock()
         self._listeners: list[ClientErrorListener] = []
