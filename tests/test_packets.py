@@ -28,6 +28,8 @@ from workers.source.stream import STREAM_EVENTS
 
 WIDE_COLUMNS = 300  # the column count takes three bytes in rows events
 ALLOWED = frozenset([*STREAM_EVENTS, FormatDescriptionEvent, TableMapEvent, RotateEvent])
+LIBRARY_ALLOWED = ALLOWED - {packets.Xid, packets.MariadbGtid}  # a reader asking for no slim one
+HEADER_FIELDS = ("timestamp", "event_type", "server_id", "event_size", "log_pos", "flags")
 FAST_TYPES = {BINLOG.XID_EVENT, BINLOG.MARIADB_GTID_EVENT, BINLOG.TABLE_MAP_EVENT,
               BINLOG.WRITE_ROWS_EVENT_V1, BINLOG.UPDATE_ROWS_EVENT_V1,
               BINLOG.DELETE_ROWS_EVENT_V1}
@@ -147,8 +149,8 @@ def _is_library(value: Any) -> bool:
 
 
 @pytest.mark.parametrize(("only_schemas", "allowed"), [
-    (None, ALLOWED),
-    (["pk_a"], ALLOWED),
+    (None, LIBRARY_ALLOWED),
+    (["pk_a"], LIBRARY_ALLOWED),
     (None, frozenset([FormatDescriptionEvent, TableMapEvent, RotateEvent])),
 ], ids=["all", "one-schema", "rows-not-asked-for"])
 def test_fast_events_equal_the_librarys(captured: Captured, only_schemas: list[str] | None,
@@ -176,6 +178,32 @@ def test_fast_events_equal_the_librarys(captured: Captured, only_schemas: list[s
     assert by_library[BINLOG.TABLE_MAP_EVENT] <= 5
     fast_built = sum(kinds[k] for k in FAST_TYPES) - by_library[BINLOG.TABLE_MAP_EVENT]
     assert fast_built > 0.9 * sum(kinds[k] for k in FAST_TYPES)
+
+
+def test_slim_commits_and_gtids_carry_what_the_librarys_do(captured: Captured) -> None:
+    """Asked for ``Xid`` and ``MariadbGtid``, XID and GTID packets come as those: the header
+    fields and the GTID text are the library's; every other event is still the library's
+    own, attribute for attribute."""
+    library = build_all(BinLogPacketWrapper, captured, None, ALLOWED)
+    fast = build_all(packets.wrap_packet, captured, None, ALLOWED)
+    slim: Counter[int] = Counter()
+    for index, (ours, theirs) in enumerate(zip(fast, library, strict=True)):
+        kind = captured.packets[index][5]
+        if kind not in (BINLOG.XID_EVENT, BINLOG.MARIADB_GTID_EVENT):
+            assert ours == theirs, f"packet {index} (type {kind})"
+            continue
+        event_class, header, event, _, _ = ours
+        _, library_header, library_event, _, _ = theirs
+        assert event_class is {BINLOG.XID_EVENT: packets.Xid,
+                               BINLOG.MARIADB_GTID_EVENT: packets.MariadbGtid}[kind]
+        assert header is not None and library_header is not None and event is not None
+        assert {k: header[k] for k in HEADER_FIELDS} == {
+            k: library_header[k] for k in HEADER_FIELDS}, f"packet {index}"
+        assert event["timestamp"] == library_event["timestamp"]
+        if kind == BINLOG.MARIADB_GTID_EVENT:
+            assert event["gtid"] == library_event["gtid"]
+        slim[kind] += 1
+    assert slim[BINLOG.XID_EVENT] >= 20 and slim[BINLOG.MARIADB_GTID_EVENT] >= 25
 
 
 def test_the_stream_reader_builds_through_the_fast_path() -> None:

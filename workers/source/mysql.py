@@ -32,6 +32,7 @@ from workers.source.connection import (
 from workers.source.dsn import MysqlDsn, parse_dsn
 from workers.source.errors import SourceConfigError, SourceError, SourceUnreachableError
 from workers.source.items import Progress, SourceFailure, SourceItem, TableSeen
+from workers.source.packets import Xid
 from workers.source.stream import STREAM_EVENTS, EventRouter
 from workers.source.tablemap import TableShape, TableShapes
 from workers.source.tables import TableFilter
@@ -41,7 +42,7 @@ __all__ = ["BinlogFollower", "BinlogReader", "SourceFailure", "SourceItem", "cur
 log = logging.getLogger(__name__)
 _PARSE_ERROR = 1064
 _PUT_POLL_S = 0.2
-_BOUNDARY_EVENTS = (XidEvent, QueryEvent, RotateEvent, HeartbeatLogEvent)
+_BOUNDARY_EVENTS = (XidEvent, Xid, QueryEvent, RotateEvent, HeartbeatLogEvent)
 Handover = Callable[[BinlogPosition], bool]
 
 

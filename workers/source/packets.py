@@ -10,6 +10,10 @@ same classes and attributes, with the packet's cursor where the library leaves i
 ``event.rows`` (the library's own row decoding) still works on them. Every other packet, and
 every case these builders do not cover, goes to the library unchanged.
 ``tests/test_packets.py`` checks, packet by packet, that the objects equal the library's.
+
+Commits (XID) and MariaDB GTIDs are built slimmer still for readers that ask for ``Xid`` and
+``MariadbGtid`` (ours do, in ``only_events``): a header and the GTID text are all a reader
+uses of them, and they are half of the events of small transactions.
 """
 
 from __future__ import annotations
@@ -50,9 +54,11 @@ def wrap_packet(pkt: Any, table_map: dict[int, Any], ctl_connection: Any, mysql_
                 use_column_name_cache: bool = False,
                 post_header_lengths: Any = None) -> BinLogPacketWrapper:
     """What ``BinLogPacketWrapper(...)`` with the same arguments gives, built faster where the
-    packet is one of the hot event types."""
+    packet is one of the hot event types (or a ``Header`` holding a slim event)."""
     data = pkt._data
     build = _BUILDERS.get(data[5]) if len(data) >= _PAYLOAD and data[0] == 0 else None
+    if build is not None and (slim := _slim(data, allowed_events)) is not None:
+        return slim  # read as the wrapper is, by the library and by our readers
     if (build is not None and not verify_checksum and only_tables is None
             and ignored_tables is None and ignored_schemas is None):
         wrapper = _header(pkt, data, ctl_connection, enable_logging, use_column_name_cache)
@@ -74,6 +80,55 @@ def wrap_packet(pkt: Any, table_map: dict[int, Any], ctl_connection: Any, mysql_
         ignore_decode_errors, verify_checksum, optional_meta_data, enable_logging,
         use_column_name_cache, post_header_lengths,
     )
+
+
+class Header:
+    """The common header of a slim event, read as the library's wrapper is (by its stream
+    reader, and by ours as ``event.packet``)."""
+
+    __slots__ = ("timestamp", "event_type", "server_id", "event_size", "log_pos", "flags",
+                 "event")
+
+    def __init__(self, data: bytes) -> None:
+        (self.timestamp, self.event_type, self.server_id, self.event_size, self.log_pos,
+         self.flags) = _COMMON_HEADER.unpack_from(data)
+        self.event: Xid | MariadbGtid | None = None
+
+
+class Xid:
+    """A commit (XID event): where it ends is all a reader needs."""
+
+    __slots__ = ("packet", "timestamp")
+
+    def __init__(self, header: Header) -> None:
+        self.packet = header
+        self.timestamp = header.timestamp
+
+
+class MariadbGtid:
+    """A MariaDB GTID event: ``gtid`` is ``domain-server-sequence``, as the library's."""
+
+    __slots__ = ("packet", "timestamp", "gtid")
+
+    def __init__(self, header: Header, data: bytes) -> None:
+        self.packet = header
+        self.timestamp = header.timestamp
+        seq_no, domain_id, _flags = _GTID.unpack_from(data, _PAYLOAD)
+        self.gtid = f"{domain_id}-{header.server_id}-{seq_no}"
+
+
+def _slim(data: bytes, allowed_events: frozenset[type]) -> Header | None:
+    """The slim event of ``data`` in its header, if it is one and the reader asked for it."""
+    kind = data[5]
+    if kind == BINLOG.XID_EVENT and Xid in allowed_events:
+        header = Header(data)
+        header.event = Xid(header)
+        return header
+    if kind == BINLOG.MARIADB_GTID_EVENT and MariadbGtid in allowed_events:
+        header = Header(data)
+        header.event = MariadbGtid(header, data)
+        return header
+    return None
 
 
 library_wrapper = BinLogPacketWrapper  # what builds the packets this module does not

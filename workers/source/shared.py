@@ -44,6 +44,7 @@ from workers.source.dsn import parse_dsn
 from workers.source.errors import SourceError, SourceUnreachableError
 from workers.source.items import Progress, SourceItem, TableSeen
 from workers.source.mysql import BinlogFollower, BinlogReader, StopReading
+from workers.source.packets import MariadbGtid, Xid
 from workers.source.stream import ROW_OPS, PositionTracker, RowEmitter
 from workers.source.stream_metrics import StreamMetrics
 from workers.source.tablemap import TableShape, TableShapes
@@ -154,9 +155,11 @@ class BinlogStream(BinlogFollower):
         self._handlers: dict[type, Any] = {
             CachedTableMapEvent: self._on_table_map,
             XidEvent: self._on_commit,
+            Xid: self._on_commit,
             QueryEvent: self._on_query,
             GtidEvent: self._on_gtid,
             MariadbGtidEvent: self._on_gtid,
+            MariadbGtid: self._on_gtid,
         }
 
     # ---- membership (worker loop and catch-up threads) ---------------------------------------
@@ -368,6 +371,10 @@ class BinlogStream(BinlogFollower):
         subs = self._subscribers_of(event.schema, event.table)
         if not subs:
             self._by_table_id.pop(event.table_id, None)
+            # The reader forgets the table too: its rows events are then dropped unparsed
+            # (``packets``), as for a filtered table. Pipelines join only between
+            # transactions, and every transaction maps its tables again.
+            event.table_map.pop(event.table_id, None)
             return
         shape = self._shapes.shape_of(event)
         self._by_table_id[event.table_id] = (shape, subs)

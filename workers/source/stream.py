@@ -35,6 +35,7 @@ from workers.events import ChangeEvent, Op
 from workers.source.decode import Images
 from workers.source.errors import SourceDecodeError
 from workers.source.gtids import GtidTracker
+from workers.source.packets import MariadbGtid, Xid
 from workers.source.packets import install as install_fast_packets
 from workers.source.tablemap import TableShape, TableShapes
 from workers.source.tablemap_cache import CachedTableMapEvent
@@ -52,9 +53,11 @@ STREAM_EVENTS = [
     CachedTableMapEvent,
     RotateEvent,
     XidEvent,
+    Xid,
     QueryEvent,
     GtidEvent,
     MariadbGtidEvent,
+    MariadbGtid,
     HeartbeatLogEvent,
 ]
 _NOT_BOUNDARY = ("BEGIN", "SAVEPOINT", "ROLLBACK TO", "XA START", "XA END")
@@ -236,9 +239,11 @@ class EventRouter:
             CachedTableMapEvent: self._on_table_map,
             RotateEvent: self.tracker.on_rotate,
             XidEvent: self._end_transaction,
+            Xid: self._end_transaction,
             QueryEvent: self._on_query,
             GtidEvent: self.tracker.on_gtid,
             MariadbGtidEvent: self.tracker.on_gtid,
+            MariadbGtid: self.tracker.on_gtid,
         }
 
     @property
@@ -264,6 +269,7 @@ class EventRouter:
             self.rows.on_table_map(shape, self.tracker)
         else:
             self._by_table_id.pop(event.table_id, None)
+            event.table_map.pop(event.table_id, None)  # its rows events are dropped unparsed
 
     def _on_query(self, event: Any) -> None:
         if self.tracker.ends_transaction(event):
