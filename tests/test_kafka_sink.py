@@ -429,18 +429,29 @@ def test_a_batch_waiting_long_for_its_reports_stops_the_sink_taking_more(
     assert event_ids_of(read_topic(broker.bootstrap, topic, 5, 30.0), "pipe-room") == ids(sent)
 
 
+SMALL_QUEUE = {"queue.buffering.max.messages": 20}  # the queue-wide rules apply from 1 message
+
+
+def shared_sinks(proxy: TcpProxy, topic: str) -> tuple[KafkaSink, KafkaSink]:
+    """Two sinks on one producer with a small queue; room age 1 s (6 s / 6)."""
+    pool = ProducerPool()
+    busy, idle = (KafkaSink(name, "acme", spec(proxy.address, topic, send_timeout_secs=6,
+                                               client_conf=SMALL_QUEUE), pool=pool)
+                  for name in ("pipe-busy", "pipe-idle"))
+    assert len(pool) == 1
+    return busy, idle
+
+
 def test_a_slow_shared_queue_stops_every_sink_on_it_until_it_moves_again(
         proxied: tuple[KafkaBroker, TcpProxy]) -> None:
     """The batch a shared producer completed last took longer than a sixth of
-    ``send_timeout_secs``: while anything is queued, no sink on it takes more, also one with
+    ``send_timeout_secs``: while messages are queued, no sink on it takes more, also one with
     nothing in flight of its own (each batch waits behind the others' in the one queue). A
     quick batch later gives the room back."""
     broker, proxy = proxied
     topic = f"room.{uuid.uuid4().hex[:8]}"
     broker.create_topic(topic)
-    pool = ProducerPool()
-    busy, idle = (KafkaSink(name, "acme", spec(proxy.address, topic, send_timeout_secs=6),
-                            pool=pool) for name in ("pipe-busy", "pipe-idle"))
+    busy, idle = shared_sinks(proxy, topic)
     try:
         busy.check_connection(10.0)
         proxy.hang_replies()
@@ -455,6 +466,32 @@ def test_a_slow_shared_queue_stops_every_sink_on_it_until_it_moves_again(
         proxy.restore()
         (quick,) = drain_through(busy, [busy], 30.0)[0]
         assert quick.latency_s < 1.0 and idle.has_room()
+    finally:
+        proxy.restore()
+        busy.close()
+        idle.close()
+
+
+def test_a_queue_where_nothing_completes_stops_every_sink_on_it(
+        proxied: tuple[KafkaBroker, TcpProxy]) -> None:
+    """A burst before any batch came back (no latency to go by yet): once messages have been
+    queued for a sixth of ``send_timeout_secs`` without any batch completing, no sink adds
+    more, so the burst cannot grow into a queue that times out. The first completion gives
+    the room back."""
+    broker, proxy = proxied
+    topic = f"room.{uuid.uuid4().hex[:8]}"
+    broker.create_topic(topic)
+    busy, idle = shared_sinks(proxy, topic)
+    try:
+        busy.check_connection(10.0)
+        proxy.hang_replies()
+        busy.send_batch(1, [make_event("orders", 1, 1)])
+        assert idle.has_room(), "queued just now"
+        time.sleep(1.3)  # past 6 s / 6, nothing completed
+        assert not idle.has_room()
+        proxy.restore()
+        drain_through(busy, [busy], 30.0)
+        assert idle.has_room()
     finally:
         proxy.restore()
         busy.close()

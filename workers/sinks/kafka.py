@@ -108,6 +108,9 @@ class KafkaSink:
         # that time, so nothing in it times out ("Local: Message timed out" fails the
         # pipeline) while the brokers are merely slow.
         self._room_age_s = spec.send_timeout_secs * ROOM_AGE_SHARE
+        # The rules on the (shared) queue as a whole apply from this many queued messages:
+        # a few messages stuck on one partition do not hold up the other sinks.
+        self._queue_floor = max(1, self._room_messages // 10)
         self._client = self._pool.acquire(config, self._on_client_error)
         self._producer = self._client.producer
         log.info("kafka sink started pipeline=%s sink=%s brokers=%s shared_producer=%s",
@@ -127,7 +130,7 @@ class KafkaSink:
         On ``SinkEventError`` the events before ``error.index`` are sent and stay in this batch;
         the caller deals with the rejected event and sends the rest as a new batch.
         """
-        tracker = self._ledger.open(batch_id)
+        tracker = self._open_batch(batch_id)
         on_delivery = tracker.on_delivery  # one bound method for the whole batch
         try:
             for index, event in enumerate(events):
@@ -135,16 +138,25 @@ class KafkaSink:
         finally:
             tracker.seal()
 
+    def _open_batch(self, batch_id: int) -> BatchTracker:
+        if not len(self._producer):
+            self._client.progress_at = time.monotonic()  # an empty queue has nothing to move
+        return self._ledger.open(batch_id)
+
     def has_room(self) -> bool:
         """The client buffer can take another batch without blocking, and what this sink has
         in it is moving (backpressure)."""
         queued = len(self._producer)
         if queued >= self._room_messages:
             return False
-        if queued and self._client.delivery_latency_s >= self._room_age_s:
-            return False  # the (shared) queue is slow to go out: let it drain first
+        now = time.monotonic()
+        client = self._client
+        if queued >= self._queue_floor and (
+                client.delivery_latency_s >= self._room_age_s
+                or now - client.progress_at >= self._room_age_s):
+            return False  # the (shared) queue is slow to go out, or stuck: let it drain first
         oldest = self._ledger.oldest_unreported_at()
-        return oldest is None or time.monotonic() - oldest < self._room_age_s
+        return oldest is None or now - oldest < self._room_age_s
 
     def poll(self, timeout_s: float = 0.0) -> None:
         """Serve delivery reports and client errors for up to ``timeout_s``; on a shared
@@ -156,6 +168,7 @@ class KafkaSink:
         done = self._ledger.take_completed()
         if done:
             self._client.delivery_latency_s = done[-1].latency_s
+            self._client.progress_at = time.monotonic()
         return done
 
     def in_flight_batches(self) -> int:

@@ -71,7 +71,7 @@ class TransactionalKafkaSink(KafkaSink):
         """Produce the batch and its end position in one transaction and commit it."""
         assert end_position is not None, "an exactly-once batch needs its end position"
         self._producer.begin_transaction()
-        tracker = self._ledger.open(batch_id)
+        tracker = self._open_batch(batch_id)
         try:
             try:
                 on_delivery = tracker.on_delivery

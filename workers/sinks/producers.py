@@ -47,8 +47,11 @@ class ProducerClient:
         self.failed = False  # a fatal error: the pool hands later sinks a fresh producer
         self.closed = False
         # Send-to-last-report time of the batch that completed last, whichever sink's: how long
-        # the queue of this (maybe shared) producer takes to go out.
+        # the queue of this (maybe shared) producer takes to go out ...
         self.delivery_latency_s = 0.0
+        # ... and when a batch last completed, or a batch was sent to an empty queue: whether
+        # the queue moves at all (no batch has completed yet when a burst starts).
+        self.progress_at = time.monotonic()
         self._metadata_at = -METADATA_FRESH_S
         self._metadata_lock = threading.Lock()
         self._listeners: list[ClientErrorListener] = []
