@@ -160,6 +160,9 @@ class FaultAtCommit:
         self._fault()
         self._producer.commit_transaction(timeout_s)
 
+    def __len__(self) -> int:  # messages queued (a special method: not found by __getattr__)
+        return len(self._producer)
+
     def __getattr__(self, name: str) -> Any:
         return getattr(self._producer, name)
 
