@@ -432,13 +432,17 @@ def test_a_batch_waiting_long_for_its_reports_stops_the_sink_taking_more(
 SMALL_QUEUE = {"queue.buffering.max.messages": 20}  # the queue-wide rules apply from 1 message
 
 
-def shared_sinks(proxy: TcpProxy, topic: str) -> tuple[KafkaSink, KafkaSink]:
-    """Two sinks on one producer with a small queue; room age 1 s (6 s / 6)."""
+def shared_sinks(broker: KafkaBroker, proxy: TcpProxy) -> tuple[KafkaSink, KafkaSink]:
+    """Two connected sinks on one producer with a small queue, writing to a new topic; room
+    age 1 s (6 s / 6)."""
+    topic = f"room.{uuid.uuid4().hex[:8]}"
+    broker.create_topic(topic)
     pool = ProducerPool()
     busy, idle = (KafkaSink(name, "acme", spec(proxy.address, topic, send_timeout_secs=6,
                                                client_conf=SMALL_QUEUE), pool=pool)
                   for name in ("pipe-busy", "pipe-idle"))
     assert len(pool) == 1
+    busy.check_connection(10.0)
     return busy, idle
 
 
@@ -449,11 +453,8 @@ def test_a_slow_shared_queue_stops_every_sink_on_it_until_it_moves_again(
     nothing in flight of its own (each batch waits behind the others' in the one queue). A
     quick batch later gives the room back."""
     broker, proxy = proxied
-    topic = f"room.{uuid.uuid4().hex[:8]}"
-    broker.create_topic(topic)
-    busy, idle = shared_sinks(proxy, topic)
+    busy, idle = shared_sinks(broker, proxy)
     try:
-        busy.check_connection(10.0)
         proxy.hang_replies()
         busy.send_batch(1, [make_event("orders", 1, 1)])
         time.sleep(1.3)  # past 6 s / 6
@@ -479,11 +480,8 @@ def test_a_queue_where_nothing_completes_stops_every_sink_on_it(
     more, so the burst cannot grow into a queue that times out. The first completion gives
     the room back."""
     broker, proxy = proxied
-    topic = f"room.{uuid.uuid4().hex[:8]}"
-    broker.create_topic(topic)
-    busy, idle = shared_sinks(proxy, topic)
+    busy, idle = shared_sinks(broker, proxy)
     try:
-        busy.check_connection(10.0)
         proxy.hang_replies()
         busy.send_batch(1, [make_event("orders", 1, 1)])
         assert idle.has_room(), "queued just now"
