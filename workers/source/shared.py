@@ -58,7 +58,7 @@ PROGRESS_INTERVAL_S = 1.0
 CONSUMING_S = 5.0  # a pipeline that took from its queue this recently is consuming ...
 ROOM_WAIT_S = 2.0  # ... and the stream waits this long for room before leaving it behind ...
 BACKED_UP_SHARE = 0.25  # ... unless this share of its pipelines is backed up too
-ROOM_POLL_S = 0.1
+ROOM_POLL_S = 0.1  # how often a wait for room checks whether it should still wait
 ServerKey = tuple[str, int, int | None]  # host, port, server_id: not the DSN's user
 
 
@@ -113,12 +113,12 @@ class Subscription:
 
     def put_nowait(self, item: SourceItem) -> None:
         """Hand over ``item`` (on the stream thread); a full queue is for the stream to
-        resolve (``BinlogStream._on_full``)."""
+        resolve (``BinlogStream.on_full``)."""
         try:
             self.out.put_nowait(item)
         except queue.Full:
             assert self.stream is not None
-            self.stream._on_full(self, item)
+            self.stream.on_full(self, item)
 
     def put_events(self, events: list[Any]) -> None:
         self.put_nowait(events)
@@ -419,7 +419,7 @@ class BinlogStream(BinlogFollower):
             self.detaches += 1
             self._start_catchup(sub, self._resume_of(sub))
 
-    def _on_full(self, sub: Subscription, item: SourceItem) -> None:
+    def on_full(self, sub: Subscription, item: SourceItem) -> None:
         """``sub``'s queue is full (called on the stream thread, holding the lock).
 
         When several pipelines of the stream are backed up at once (``_backed_up_widely``),
