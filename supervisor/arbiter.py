@@ -35,6 +35,17 @@ CTX = multiprocessing.get_context("fork")
 ABORT_GRACE_S = 5.0  # after SIGABRT, a stuck worker has this long to dump stacks and exit
 BOOT_FAILURES_REPORTED = 3  # consecutive deaths before the first heartbeat: the slot is failing
 BOOT_GRACE_S = 5.0
+HEALTHY_RUN_S = 30.0  # a child that booted and ran this long is respawned at once when it dies
+
+
+def respawn_delay(backoff: Backoff, booted: bool, lived_s: float) -> float:
+    """At once after a crash that ended a healthy run (its pipelines wait for nothing else),
+    soon after a crash of a child that had booted, backing off on boot failures."""
+    if booted:
+        backoff.reset_after_success()
+        if lived_s >= HEALTHY_RUN_S:
+            return 0.0
+    return backoff.next_delay()
 
 
 @dataclass
@@ -306,17 +317,15 @@ class Arbiter:
             if self.stopping_deadline is None:
                 lived_s = time.monotonic() - child.started_at
                 log.warning("child exited name=%s code=%s lived_s=%.1f", child.name, code, lived_s)
-                self.schedule_respawn(child, code, self.booted(child, lived_s))
+                self.schedule_respawn(child, code, self.booted(child, lived_s), lived_s)
 
-    def schedule_respawn(self, child: Child, code: int | None, booted: bool) -> None:
-        """Respawn soon after a crash of a child that had booted; back off on boot failures."""
-        if booted:
-            child.backoff.reset_after_success()
-        else:
+    def schedule_respawn(self, child: Child, code: int | None, booted: bool,
+                         lived_s: float = 0.0) -> None:
+        if not booted:
             child.boot_failures += 1
             child.failing_since = child.failing_since or time.time()
         child.last_exit_code = code
-        delay = child.backoff.next_delay()
+        delay = respawn_delay(child.backoff, booted, lived_s)
         child.respawn_at = time.monotonic() + delay
         child.restarts += 1
         self.metrics.restarted(child.name)

@@ -27,6 +27,7 @@ from deploy.local.processes import is_zombie
 from state.env import MAX_READERS, SUB_DATABASES, StateEnv
 from state.records import DesiredStatus, PipelineRecord, StatusRecord
 from state.stores import StatusStore
+from supervisor.arbiter import HEALTHY_RUN_S, respawn_delay
 from supervisor.readiness import (
     PipelineCounts,
     StatusReporter,
@@ -48,6 +49,7 @@ from tests.support.chaos import (
 from tests.support.kafka_read import read_topic
 from tests.support.pipelines import pipeline_yaml, unique, write_config
 from tests.support.service import Service, free_port
+from workers.backoff import Backoff
 
 UCRED = array.array("i", [0, 0, 0]).itemsize * 3  # struct ucred: pid, uid, gid
 
@@ -462,3 +464,16 @@ def test_a_worker_slot_that_cannot_boot_is_reported_not_respawned_in_a_loop(
         assert service.stop() == 0
     finally:
         service.close()
+
+
+
+def test_a_worker_that_ran_healthily_is_respawned_at_once_and_a_failing_one_backs_off() -> None:
+    """kill -9 after a healthy run: its pipelines wait for nothing but the new process. A child
+    that dies soon after its start still waits a little; boot failures back off further."""
+    backoff = Backoff(initial_s=0.5, max_s=30.0)
+    assert respawn_delay(backoff, booted=True, lived_s=HEALTHY_RUN_S) == 0.0
+    assert 0.3 < respawn_delay(backoff, booted=True, lived_s=2.0) < 1.0
+    failures = [respawn_delay(backoff, booted=False, lived_s=0.5) for _ in range(3)]
+    assert failures[0] < failures[1] < failures[2]
+    assert respawn_delay(backoff, booted=True, lived_s=HEALTHY_RUN_S * 2) == 0.0
+    assert 0.3 < respawn_delay(backoff, booted=True, lived_s=2.0) < 1.0  # reset by the boot
