@@ -7,7 +7,6 @@ continues its own files instead of piling up new ones.
 from __future__ import annotations
 
 import time
-from collections import Counter as Tally
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cache
@@ -181,7 +180,7 @@ class PipelineMetrics:
         self.pipeline = pipeline
         self.f = families()
         self.buffer = MetricBuffer()
-        self._tables: set[str] = set()
+        self._tables: dict[tuple[str, str], str] = {}  # labels of the tables read so far
 
     def flush_if_due(self, now: float) -> None:
         self.buffer.flush_if_due(now)
@@ -192,20 +191,21 @@ class PipelineMetrics:
 
     def batch_read(self, events: Sequence[ChangeEvent], size_bytes: int) -> None:
         """Counts, sizes and lags of one batch handed to the sinks (one pass over its events)."""
-        tally: Tally[tuple[str, str, str]] = Tally()
+        counts: dict[tuple[str, str, str], int] = {}
         newest_ms: dict[tuple[str, str], int] = {}
         for event in events:  # keyed by name parts: the "db.table" label is made per table
-            tally[event.db, event.table, event.op] += 1
-            if event.ts_ms > newest_ms.get((event.db, event.table), 0):
-                newest_ms[event.db, event.table] = event.ts_ms
+            key = (event.db, event.table, event.op)
+            counts[key] = counts.get(key, 0) + 1
+            db_table = key[:2]
+            if event.ts_ms > newest_ms.get(db_table, 0):
+                newest_ms[db_table] = event.ts_ms
         f, buffer, pipeline = self.f, self.buffer, (self.pipeline,)
-        for (db, table, op), count in tally.items():
-            buffer.inc(f.source_events, (self.pipeline, f"{db}.{table}", op), count)
+        for (db, table, op), count in counts.items():
+            buffer.inc(f.source_events, (self.pipeline, self._label(db, table), op), count)
         now = time.time()
-        newest_by_label = {f"{db}.{table}": ts_ms for (db, table), ts_ms in newest_ms.items()}
-        for table, ts_ms in newest_by_label.items():
-            buffer.set(f.table_lag, (self.pipeline, table), max(0.0, now - ts_ms / 1000))
-        self._tables.update(newest_by_label)
+        for (db, table), ts_ms in newest_ms.items():
+            label = self._label(db, table)
+            buffer.set(f.table_lag, (self.pipeline, label), max(0.0, now - ts_ms / 1000))
         buffer.inc(f.source_bytes, pipeline, size_bytes)
         buffer.observe(f.batch_events, pipeline, len(events))
         buffer.observe(f.batch_bytes, pipeline, size_bytes)
@@ -213,13 +213,20 @@ class PipelineMetrics:
         buffer.set(f.source_lag, pipeline, max(0.0, now - last_ms / 1000))
         buffer.flush_if_due(time.monotonic())
 
+    def _label(self, db: str, table: str) -> str:
+        """The ``db.table`` label (made once per table; the tables this pipeline has read)."""
+        label = self._tables.get((db, table))
+        if label is None:
+            label = self._tables[db, table] = f"{db}.{table}"
+        return label
+
     def source_progress(self, ts_ms: int | None) -> None:
         """The source passed a point with nothing for this pipeline and everything before it
         was delivered: the lag is the source's own (``ts_ms`` of its last event; None: it is
         at the end of the binlog, lag 0), for every table."""
         lag_s = 0.0 if ts_ms is None else max(0.0, time.time() - ts_ms / 1000)
         self.buffer.set(self.f.source_lag, (self.pipeline,), lag_s)
-        for table in self._tables:
+        for table in self._tables.values():
             self.buffer.set(self.f.table_lag, (self.pipeline, table), lag_s)
 
     def sink_acked(self, sink: str, required: bool, events: int, size: int, latency_s: float,

@@ -122,7 +122,9 @@ class PipelineRunner:
         self._start_error: BaseException | None = None
         self._reset_data_path()
         self._status_written_at = 0.0
-        self._status_dirty = False
+        self._status_dirty = False  # counters changed since the status was last written
+        self._unwritten_events = 0  # sent since the status record was last replaced
+        self._last_event_ts_ms = 0
         journal = spec.spec.journal
         self.dlq = DeadLetterQueue(self.name, journal, DlqStore(checkpoints.state), writer,
                                    self.metrics) if journal.enabled else None
@@ -297,13 +299,12 @@ class PipelineRunner:
             self.dlq.expire_old(now)
         if self.unsent is not None:
             self._resume_unsent(now)
-        if self._can_send():
+        if self._can_send():  # else the source backs up: nothing could be sent
             self._pull_source(now, budget=self.spec.spec.batch.max_events)
-            while self._can_send():
-                batch = self.batcher.take(now)
-                if batch is None:
-                    break
+            while (batch := self.batcher.take(now)) is not None:
                 self._send(batch)
+                if not self._can_send():
+                    break
         self._collect(now, poll_s=0.0)
         if self.progress is not None:
             self._checkpoint_idle(now, self.progress)
@@ -361,9 +362,9 @@ class PipelineRunner:
         self.unsent = Unsent(entry, work)
         self._send_unsent()
         self.sent_position = batch.end_position
-        last = batch.events[-1]
-        self._set_status(time.monotonic(), write=False, last_event_ts_ms=last.ts_ms,
-                         events_total=self.status.events_total + len(batch.events))
+        self._unwritten_events += len(batch.events)  # into the status when it is next written
+        self._last_event_ts_ms = batch.events[-1].ts_ms
+        self._status_dirty = True
 
     def _send_unsent(self) -> None:
         """Send what is left of the current batch, setting rejected events aside first."""
@@ -561,6 +562,10 @@ class PipelineRunner:
         """Change the status; lifecycle changes are written now, counters at most once a second."""
         if "status" in changes:
             self.metrics.status(str(changes["status"]))
+        if self._unwritten_events:
+            changes["events_total"] = self.status.events_total + self._unwritten_events
+            changes["last_event_ts_ms"] = self._last_event_ts_ms
+            self._unwritten_events = 0
         self.status = msgspec.structs.replace(self.status, updated_at=time.time(), **changes)
         self._status_dirty = not write
         if write:
