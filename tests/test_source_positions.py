@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import queue
+import socket
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -18,7 +20,12 @@ from state.spec import MysqlConfigSpec
 from tests.support.source import assert_quiet, run, take
 from workers.backoff import Backoff
 from workers.events import ChangeEvent
-from workers.source.connection import connect, connection_settings, preferred_tls_context
+from workers.source.connection import (
+    PausingSocketIO,
+    connect,
+    connection_settings,
+    preferred_tls_context,
+)
 from workers.source.dsn import parse_dsn
 from workers.source.errors import (
     SourceAuthError,
@@ -404,3 +411,31 @@ def test_table_maps_are_parsed_once_per_distinct_body(mariadb: MariaDBServer, db
     assert [c.name for c in altered.columns] == ["id", "v", "w"]
     assert altered.columns is not first.columns
     assert altered.memo is not first.memo
+
+
+def test_a_dump_connection_reads_what_a_burst_brought_in_one_read() -> None:
+    """Nothing waiting: the reader waits for the first bytes, then its pause, and one read takes
+    everything that arrived meanwhile. Bytes already waiting are read at once. A timeout is the
+    socket's, as for ``recv``."""
+    ours, theirs = socket.socketpair()
+    with ours, theirs:
+        raw = PausingSocketIO(ours, pause_s=1.0)
+        buffer = bytearray(1024)
+
+        def burst() -> None:
+            time.sleep(0.2)  # the reader is waiting by then: nothing was there to read at once
+            for part in (b"a", b"bb", b"ccc"):
+                theirs.sendall(part)
+                time.sleep(0.01)
+
+        writer = threading.Thread(target=burst)
+        writer.start()
+        assert raw.readinto(buffer) == 6  # a plain socket read returns the first part alone
+        writer.join()
+        theirs.sendall(b"dddd")
+        started = time.monotonic()
+        assert raw.readinto(buffer) == 4
+        assert time.monotonic() - started < 0.5  # no pause when bytes are waiting
+        ours.settimeout(0.1)
+        with pytest.raises(TimeoutError):
+            raw.readinto(buffer)

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import io
 import re
+import select
+import socket
 import ssl
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import cache
@@ -68,18 +72,53 @@ class Connection(pymysql.connections.Connection):  # type: ignore[misc]
 
 class DumpConnection(Connection):
     """A binlog dump connection: it reads from its socket through a 256 KiB buffer instead of
-    PyMySQL's 8 KiB. Every refill gives up the GIL for a ``recv``, and a thread that gave it up
-    waits for it behind the worker's busy data loop (up to the 5 ms switch interval): with
-    8 KiB, about 30 small transactions per wait, a cap on how fast a shared stream can follow
-    a busy server."""
+    PyMySQL's 8 KiB, in steps of at least ``READ_PAUSE_S`` (``PausingSocketIO``). Every refill
+    gives up the GIL for a ``recv``, and a thread that gave it up waits for it behind the
+    worker's busy data loop (up to the 5 ms switch interval): with 8 KiB, about 30 small
+    transactions per wait, a cap on how fast a shared stream can follow a busy server."""
 
     READ_BUFFER_BYTES = 256 * 1024
+    READ_PAUSE_S = 0.005
 
     def connect(self, sock: Any = None) -> None:
         super().connect(sock)
         # Between the handshake and the first command the server sends nothing: no bytes
         # are left behind in PyMySQL's reader (it does the same when it switches to TLS).
-        self._rfile = self._sock.makefile("rb", buffering=self.READ_BUFFER_BYTES)
+        self._sock._io_refs += 1  # as socket.makefile does: the socket closes after its reader
+        self._rfile = io.BufferedReader(PausingSocketIO(self._sock, self.READ_PAUSE_S),
+                                        self.READ_BUFFER_BYTES)
+
+
+class PausingSocketIO(socket.SocketIO):
+    """A socket's raw reader that, when nothing is waiting to be read, waits for the first
+    bytes and then ``pause_s`` more before it reads.
+
+    A server writes the binlog of a busy moment as a stream of small transactions. Read as they
+    come, each wakes the reading thread, which must take the GIL from the worker's data loop
+    and give it back: a thread switch or two per transaction, which on a loaded host cost
+    several times what parsing the transaction does. Reading what a few milliseconds brought
+    in one go wakes the thread once for all of them; the events are a few milliseconds later.
+    Timeouts are the socket's, as for ``recv``."""
+
+    def __init__(self, sock: socket.socket, pause_s: float) -> None:
+        super().__init__(sock, "rb")
+        self._pause_s = pause_s
+
+    def readinto(self, buffer: Any) -> int | None:
+        sock: Any = self._sock  # type: ignore[attr-defined]
+        if not _readable(sock, 0.0):
+            if not _readable(sock, sock.gettimeout()):
+                self._timeout_occurred = True  # as ``SocketIO.readinto`` on a timeout
+                raise TimeoutError("timed out")
+            time.sleep(self._pause_s)
+        return super().readinto(buffer)
+
+
+def _readable(sock: Any, timeout_s: float | None) -> bool:
+    """Bytes are waiting in ``sock`` (or in its TLS layer) within ``timeout_s``."""
+    if isinstance(sock, ssl.SSLSocket) and sock.pending():
+        return True
+    return bool(select.select([sock], [], [], timeout_s)[0])
 
 
 @cache
