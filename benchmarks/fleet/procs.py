@@ -79,15 +79,28 @@ def _field_kb(path: Path, field: str) -> int:
     return 0
 
 
-def tree_run_queue_wait_s(root: int) -> float:
-    """Seconds the tree's threads spent runnable but waiting for a CPU (schedstat), so far."""
-    total_ns = 0
+def tree_run_queue_waits_ns(root: int) -> dict[int, int]:
+    """Per thread id of the tree, nanoseconds it spent runnable but waiting for a CPU
+    (schedstat), so far. Per thread, because threads and processes end: a total over the live
+    ones can shrink between two readings (``run_queue_wait_s``)."""
+    waits: dict[int, int] = {}
     for pid in [root, *descendants(root)]:
         for task in Path(f"/proc/{pid}/task").glob("*"):
             try:
-                total_ns += int((task / "schedstat").read_text().split()[1])
+                waits[int(task.name)] = int((task / "schedstat").read_text().split()[1])
             except (OSError, IndexError, ValueError):
                 continue
+    return waits
+
+
+def run_queue_wait_s(before: dict[int, int], after: dict[int, int]) -> float:
+    """Waiting for a CPU between two readings, by the threads alive at the second: a thread
+    that ended meanwhile is not counted; a smaller reading than before is a new thread that
+    reuses the id."""
+    total_ns = 0
+    for tid, waited in after.items():
+        earlier = before.get(tid, 0)
+        total_ns += waited - earlier if waited >= earlier else waited
     return total_ns / 1e9
 
 

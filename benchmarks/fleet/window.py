@@ -9,7 +9,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from benchmarks.fleet.environment import Services
-from benchmarks.fleet.procs import machine_cpu_s, process_cpu_s, tree_cpu_s, tree_run_queue_wait_s
+from benchmarks.fleet.procs import (
+    machine_cpu_s,
+    process_cpu_s,
+    run_queue_wait_s,
+    tree_cpu_s,
+    tree_run_queue_waits_ns,
+)
 
 
 @dataclass(frozen=True)
@@ -19,7 +25,7 @@ class Snapshot:
     monotonic_s: float
     wall_s: float
     service_cpu_s: float
-    service_wait_s: float  # runnable, waiting for a CPU
+    service_waits_ns: dict[int, int]  # per thread: runnable, waiting for a CPU
     benchmark_cpu_s: float
     mariadb_cpu_s: float
     kafka_cpu_s: float
@@ -33,7 +39,7 @@ def snapshot(service_pid: int, services: Services) -> Snapshot:
     kafka_pid = services.kafka.pid()
     busy, total = machine_cpu_s()
     return Snapshot(time.monotonic(), time.time(), tree_cpu_s(service_pid),
-                    tree_run_queue_wait_s(service_pid), usage.ru_utime + usage.ru_stime,
+                    tree_run_queue_waits_ns(service_pid), usage.ru_utime + usage.ru_stime,
                     sum(process_cpu_s(p) for p in mariadb_pids if p),
                     process_cpu_s(kafka_pid) if kafka_pid else 0.0, busy, total)
 
@@ -52,7 +58,8 @@ def window_json(before: Snapshot, after: Snapshot) -> dict[str, Any]:
         "window_s": round(window_s, 1),
         "cpu_s": round(after.service_cpu_s - before.service_cpu_s, 2),
         "cpu_pct_of_core": pct("service_cpu_s"),
-        "run_queue_wait_pct_of_core": pct("service_wait_s"),
+        "run_queue_wait_pct_of_core": round(
+            run_queue_wait_s(before.service_waits_ns, after.service_waits_ns) / window_s * 100, 1),
         "others_cpu_pct_of_core": {"benchmark_process": pct("benchmark_cpu_s"),
                                    "mariadb_servers": pct("mariadb_cpu_s"),
                                    "kafka_broker": pct("kafka_cpu_s")},
