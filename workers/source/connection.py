@@ -98,7 +98,9 @@ class PausingSocketIO(socket.SocketIO):
     and give it back: a thread switch or two per transaction, which on a loaded host cost
     several times what parsing the transaction does. Reading what a few milliseconds brought
     in one go wakes the thread once for all of them; the events are a few milliseconds later.
-    Timeouts are the socket's, as for ``recv``."""
+    The few queries mysql-replication sends on the connection before the dump wait as long
+    for their answers (about 20 ms per connection). Timeouts are the socket's, as for
+    ``recv``."""
 
     def __init__(self, sock: socket.socket, pause_s: float) -> None:
         super().__init__(sock, "rb")
