@@ -33,7 +33,7 @@ from benchmarks.fleet.load import LoadGenerator
 from benchmarks.fleet.procs import tree_memory
 from benchmarks.fleet.service import FleetService
 from benchmarks.fleet.settings import Settings
-from benchmarks.fleet.window import snapshot, window_json
+from benchmarks.fleet.window import Snapshot, snapshot, window_json
 
 log = logging.getLogger(__name__)
 
@@ -142,12 +142,15 @@ class ModeRun:
     def idle(self) -> None:
         time.sleep(self.settings.settle_s)
         memory = memory_json(self.service.pid)
-        before = snapshot(self.service.pid, self.services)
+        before = self.cpu_snapshot()
         self.wait_checked(self.settings.idle_s)
-        window = window_json(before, snapshot(self.service.pid, self.services))
+        window = window_json(before, self.cpu_snapshot())
         self.result["idle"] = window | {
             "memory": memory, "binlog_connections": self.binlog_connections(),
             "metrics": scrapes_json(self.service, self.settings.scrapes)}
+
+    def cpu_snapshot(self) -> Snapshot:
+        return snapshot(self.service.pid, self.services, self.load.client_pids)
 
     def wait_checked(self, seconds: float, every: Callable[[], None] | None = None) -> None:
         """Sleep, checking the service, the load and the consumer every few seconds."""
@@ -170,10 +173,10 @@ class ModeRun:
         self.wait_checked(self.settings.warmup_s)
         connections: list[list[int]] = []
         rows_before = self.load.committed_rows()
-        before = snapshot(self.service.pid, self.services)
+        before = self.cpu_snapshot()
         self.wait_checked(self.settings.duration_s,
                           lambda: connections.append(self.binlog_connections()))
-        window = window_json(before, snapshot(self.service.pid, self.services))
+        window = window_json(before, self.cpu_snapshot())
         self.result["load"] = window | {
             "rows_committed": self.load.committed_rows() - rows_before,
             "binlog_connections_max": [max(c) for c in zip(*connections, strict=True)]

@@ -88,7 +88,7 @@ FIGURES = [
            at("load", "run_queue_wait_pct_of_core"), True),
     Figure("machine_busy_pct", "  machine busy (% of all cores)",
            at("load", "machine_busy_pct_of_all_cores")),
-    Figure("benchmark_cpu_pct", "  benchmark process (load, consumer)",
+    Figure("benchmark_cpu_pct", "  benchmark (load with its clients, consumer)",
            at("load", "others_cpu_pct_of_core", "benchmark_process")),
     Figure("mariadb_cpu_pct", "  MariaDB servers", at("load", "others_cpu_pct_of_core",
                                                       "mariadb_servers")),

@@ -33,13 +33,16 @@ class Snapshot:
     machine_total_s: float
 
 
-def snapshot(service_pid: int, services: Services) -> Snapshot:
+def snapshot(service_pid: int, services: Services, helper_pids: list[int]) -> Snapshot:
+    """``helper_pids``: processes working for the benchmark (the load generator's clients)."""
     usage = resource.getrusage(resource.RUSAGE_SELF)
+    helpers_s = sum(process_cpu_s(p) for p in helper_pids)
     mariadb_pids = [s.pid() for s in services.servers]
     kafka_pid = services.kafka.pid()
     busy, total = machine_cpu_s()
+    benchmark_s = usage.ru_utime + usage.ru_stime + helpers_s
     return Snapshot(time.monotonic(), time.time(), tree_cpu_s(service_pid),
-                    tree_run_queue_waits_ns(service_pid), usage.ru_utime + usage.ru_stime,
+                    tree_run_queue_waits_ns(service_pid), benchmark_s,
                     sum(process_cpu_s(p) for p in mariadb_pids if p),
                     process_cpu_s(kafka_pid) if kafka_pid else 0.0, busy, total)
 
