@@ -47,7 +47,8 @@ def parse_settings(argv: list[str] | None) -> Settings:
     add("--rate-per-pipeline", type=float, default=20.0, help="rows/s inserted per table")
     add("--workers", type=int, default=2, help="--workers of the service")
     add("--duration-s", type=float, default=60.0, help="measured window of the write load")
-    add("--warmup-s", type=float, default=10.0, help="write load before the measured window")
+    add("--warmup-s", type=float, default=30.0,
+        help="write load before the measured window (Kafka compiles its hot paths meanwhile)")
     add("--idle-s", type=float, default=20.0, help="idle CPU window (no writes)")
     add("--settle-s", type=float, default=10.0, help="wait after all run, before idle figures")
     add("--tick-ms", type=float, default=100.0, help="load generator round trip period")
