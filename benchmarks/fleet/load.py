@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import os
+import select
 import subprocess
 import threading
 import time
@@ -139,6 +140,7 @@ class MariaDBClient:
     A failed statement ends the client (``--batch`` stops at an error): that is raised."""
 
     DELIMITER = "//"  # between queries; ``;`` is left inside a query (multi-statement)
+    ANSWER_TIMEOUT_S = 60.0
 
     def __init__(self, server: MariaDBServer) -> None:
         argv = [find_program("mariadb"), "--no-defaults", "--batch", "--skip-column-names",
@@ -160,8 +162,12 @@ class MariaDBClient:
     def execute(self, statements: list[str]) -> None:
         self._marker += 1
         self._write(f"{';'.join(statements)};SELECT {self._marker}{self.DELIMITER}\n")
-        assert self._proc.stdout is not None
-        line = self._proc.stdout.readline()
+        stdout = self._proc.stdout
+        assert stdout is not None
+        # One line answers each query, so nothing is left buffered for select() to miss.
+        if not select.select([stdout], [], [], self.ANSWER_TIMEOUT_S)[0]:
+            raise RuntimeError(f"mariadb client: no answer within {self.ANSWER_TIMEOUT_S:g}s")
+        line = stdout.readline()
         if line.strip() != str(self._marker):
             raise RuntimeError(f"mariadb client: expected marker {self._marker}, got {line!r}; "
                                f"stderr: {self._stderr()}")
