@@ -172,10 +172,13 @@ def delete_topics(kafka: KafkaBroker, topics: list[str]) -> None:
         log.warning("deleting topics failed: %s", exc)
 
 
-def write_configs(config_dir: Path, services: Services, plans: list[PipelinePlan]) -> None:
+def write_configs(config_dir: Path, services: Services, plans: list[PipelinePlan],
+                  batch_max_ms: int | None = None) -> None:
     config_dir.mkdir(parents=True, exist_ok=True)
     for plan in plans:
         document = pipeline_document(plan, services)
+        if batch_max_ms is not None:
+            document["spec"]["batch"] = {"max_ms": batch_max_ms}
         (config_dir / f"{plan.name}.yaml").write_text(yaml.safe_dump(document, sort_keys=False))
 
 

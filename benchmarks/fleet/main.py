@@ -109,6 +109,7 @@ def parameters(settings: Settings) -> dict[str, Any]:
             "workers": settings.workers, "duration_s": settings.duration_s,
             "warmup_s": settings.warmup_s, "idle_s": settings.idle_s,
             "tick_ms": settings.tick_s * 1000, "sample_every": settings.sample_every,
+            "batch_max_ms": settings.batch_max_ms,
             "modes": list(settings.modes), "sharing_flag_passed": settings.pass_sharing_flag,
             "service_tree": str(settings.service_tree),
             "service_revision": tree_revision(settings.service_tree)}

@@ -110,7 +110,8 @@ class ModeRun:
         create_tables(self.services, self.plans)
         stack.callback(delete_topics, self.services.kafka, self.topics)
         create_topics(self.services.kafka, self.topics)
-        write_configs(self.service.config_dir, self.services, self.plans)
+        write_configs(self.service.config_dir, self.services, self.plans,
+                      self.settings.batch_max_ms)
         self.monitor = BinlogMonitor(self.services)
         stack.callback(self.monitor.close)
         stack.callback(self.deliveries.stop)

@@ -32,6 +32,7 @@ class Settings:
     out: Path | None
     keep_dir: bool
     service_tree: Path
+    batch_max_ms: int | None = None  # None: the product default
 
     @property
     def pipelines(self) -> int:
@@ -51,6 +52,8 @@ def parse_settings(argv: list[str] | None) -> Settings:
         help="write load before the measured window (Kafka compiles its hot paths meanwhile)")
     add("--idle-s", type=float, default=20.0, help="idle CPU window (no writes)")
     add("--settle-s", type=float, default=10.0, help="wait after all run, before idle figures")
+    add("--batch-max-ms", type=int, default=None,
+        help="batch.max_ms of every pipeline (default: not set, the product default)")
     add("--tick-ms", type=float, default=100.0, help="load generator round trip period")
     add("--sample-every", type=int, default=10, help="latency from every n-th row id")
     add("--start-timeout-s", type=float, default=120.0, help="give up waiting for running")
@@ -79,4 +82,5 @@ def parse_settings(argv: list[str] | None) -> Settings:
                     ns.duration_s, ns.warmup_s, ns.idle_s, ns.settle_s, ns.tick_ms / 1000,
                     ns.sample_every, ns.start_timeout_s, ns.recover_timeout_s,
                     ns.drain_timeout_s, ns.scrapes, modes, not ns.no_sharing_flag,
-                    not ns.no_empty_baseline, ns.out, ns.keep_dir, ns.service_tree.resolve())
+                    not ns.no_empty_baseline, ns.out, ns.keep_dir, ns.service_tree.resolve(),
+                    ns.batch_max_ms)
