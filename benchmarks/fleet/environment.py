@@ -16,7 +16,6 @@ import yaml
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 from pymysql.connections import Connection
-from pymysql.constants import CLIENT
 
 from deploy.local.kafka import KafkaBroker
 from deploy.local.mariadb import ROOT_PASSWORD, MariaDBServer
@@ -102,12 +101,11 @@ class BinlogMonitor:
             conn.close()
 
 
-def root_connection(server: MariaDBServer, multi_statements: bool = False) -> Connection:
+def root_connection(server: MariaDBServer) -> Connection:
     """Root over TCP without TLS: PyMySQL would build an SSL context (~50 ms CPU) per connect."""
     return pymysql.connect(host=server.host, port=server.port, user="root",
                            password=ROOT_PASSWORD, autocommit=True, connect_timeout=5,
-                           read_timeout=60, write_timeout=60, ssl_disabled=True,
-                           client_flag=CLIENT.MULTI_STATEMENTS if multi_statements else 0)
+                           read_timeout=60, write_timeout=60, ssl_disabled=True)
 
 
 def plan_pipelines(mode: str, servers: int, per_server: int) -> list[PipelinePlan]:

@@ -133,7 +133,6 @@ class LoadGenerator:
         return statements, upto
 
 
-
 class MariaDBClient:
     """The ``mariadb`` client as a pipe: each ``execute`` is one multi-statement query, and
     returns once the server ran every statement (a marker query after them has answered).
@@ -173,12 +172,15 @@ class MariaDBClient:
                                f"stderr: {self._stderr()}")
 
     def close(self) -> None:
-        if self._proc.poll() is None:
-            self._proc.kill()
-        self._proc.wait()
+        self._end()
         for stream in (self._proc.stdin, self._proc.stdout, self._proc.stderr):
             if stream is not None:
                 stream.close()
+
+    def _end(self) -> None:
+        if self._proc.poll() is None:
+            self._proc.kill()
+        self._proc.wait()
 
     def _write(self, text: str) -> None:
         stdin: IO[str] | None = self._proc.stdin
@@ -190,8 +192,6 @@ class MariaDBClient:
             raise RuntimeError(f"mariadb client exited: {self._stderr()}") from None
 
     def _stderr(self) -> str:
-        if self._proc.poll() is None:
-            self._proc.kill()
-            self._proc.wait()
+        self._end()  # an exited client has written all it will
         assert self._proc.stderr is not None
         return self._proc.stderr.read().strip()
