@@ -27,12 +27,12 @@ from supervisor.metrics import SupervisorMetrics, WorkerView
 from supervisor.options import Options
 from supervisor.placement import boot_placement
 from supervisor.readiness import SlotFailure, StatusReporter, WorkerState, write_slot_report
+from supervisor.stuck import StuckWorker
 from supervisor.systemd import Notifier
 from workers.backoff import Backoff
 
 log = logging.getLogger(__name__)
 CTX = multiprocessing.get_context("fork")
-ABORT_GRACE_S = 5.0  # after SIGABRT, a stuck worker has this long to dump stacks and exit
 BOOT_FAILURES_REPORTED = 3  # consecutive deaths before the first heartbeat: the slot is failing
 BOOT_GRACE_S = 5.0
 HEALTHY_RUN_S = 30.0  # a child that booted and ran this long is respawned at once when it dies
@@ -60,7 +60,7 @@ class Child:
     respawn_at: float | None = None
     started_at: float = 0.0
     started_wall: float = 0.0
-    aborted_at: float | None = None
+    stuck: StuckWorker | None = None  # the signals sent to a stuck process
     restarts: int = 0
     boot_failures: int = 0  # consecutive exits before it booted
     failing_since: float | None = None  # unix time of the first of them
@@ -299,7 +299,7 @@ class Arbiter:
         child.process = process
         child.started_at = time.monotonic()
         child.started_wall = time.time()
-        child.aborted_at = None
+        child.stuck = None
         log.info("child started name=%s pid=%d", child.name, child.process.pid)
 
     def reap_exited(self) -> None:
@@ -375,31 +375,24 @@ class Arbiter:
                 self.spawn(child)
 
     def check_heartbeats(self) -> None:
-        """A worker whose data loop went silent gets SIGABRT (faulthandler dumps its stacks
-        into the log), then SIGKILL if it is still there after a grace period."""
+        """A worker whose data loop went silent is sent signals until it exits: its stacks go
+        to the log first (see ``supervisor.stuck``)."""
         now_wall, now = time.time(), time.monotonic()
         for child in self.workers:
             if child.process is None or child.slot is None:
                 continue
-            if child.aborted_at is not None:
-                if now - child.aborted_at > ABORT_GRACE_S:
-                    log.error("stuck worker did not exit; killing name=%s", child.name)
-                    child.aborted_at = now  # asked again only after another grace period
-                    self.signal_child(child, signal.SIGKILL)
-                continue
-            age_s = now_wall - self.heartbeats[child.slot]
-            if age_s > self.options.heartbeat_timeout_s:
-                log.error("worker stuck name=%s heartbeat_age_s=%.1f; sending SIGABRT for stacks",
+            if child.stuck is None:
+                age_s = now_wall - self.heartbeats[child.slot]
+                if age_s <= self.options.heartbeat_timeout_s:
+                    continue
+                log.error("worker stuck name=%s heartbeat_age_s=%.1f; sending SIGQUIT for stacks",
                           child.name, age_s)
-                child.aborted_at = now
-                self.signal_child(child, signal.SIGABRT)
-                self.signal_child(child, signal.SIGCONT)  # a stopped process acts on it then
-
-    def signal_child(self, child: Child, signum: int) -> None:
-        try:
-            os.kill(child.process.pid, signum)
-        except ProcessLookupError:
-            pass  # exited meanwhile: reaped at the next turn
+                child.stuck = StuckWorker(child.process.pid)
+                child.stuck.step(now)
+                continue
+            sent = child.stuck.step(now)
+            if sent is not None:
+                log.error("stuck worker did not exit; sending %s name=%s", sent.name, child.name)
 
     def report_status(self, now: float) -> None:
         """READY=1 and STATUS= for systemd, every few seconds (see StatusReporter)."""

@@ -59,7 +59,7 @@ def parse_run_options(args: list[str]) -> Options:
     parser.add_argument("--log-level", default=os.environ.get("DELTAFORGE_LOG_LEVEL", "info"))
     parser.add_argument("--heartbeat-timeout-s", type=float, default=30.0,
                         help="a worker whose data loop is silent this long is stuck: its "
-                             "stacks are dumped (SIGABRT), then it is killed and restarted")
+                             "stacks are dumped (SIGQUIT), then it is killed and restarted")
     parser.add_argument("--stream-sharing", choices=("on", "off"), default="on",
                         help="one binlog stream per MySQL server per worker, shared by its "
                              "pipelines (off: one binlog connection per pipeline)")

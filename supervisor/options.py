@@ -15,7 +15,7 @@ class Options:
     workers: int
     drain_timeout_s: float
     log_level: str
-    heartbeat_timeout_s: float = 30.0  # a worker silent this long is stuck: SIGABRT, SIGKILL
+    heartbeat_timeout_s: float = 30.0  # silent this long: stuck (SIGQUIT, SIGABRT, SIGKILL)
     stream_sharing: bool = True  # one binlog stream per server per worker
     worker_nice: int = 5  # workers run this much nicer than the supervisor and the api
 

@@ -78,6 +78,7 @@ class Worker:
         signal.signal(signal.SIGTERM, self.handle_term)
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # the supervisor decides
         signal.signal(signal.SIGHUP, signal.SIG_IGN)
+        signal.signal(signal.SIGQUIT, dump_stacks_and_abort)
 
     def handle_term(self, signum: int, frame: object) -> None:
         self.signals.append(signum)
@@ -217,11 +218,23 @@ class Worker:
         log.info("worker stopped slot=%d", self.slot)
 
 
+def dump_stacks_and_abort(signum: int, frame: object) -> None:
+    """SIGQUIT from the supervisor, whose heartbeat check found this worker stuck: every
+    thread's stack to stderr, then death by SIGABRT. Python runs this handler on the main
+    thread, holding the GIL, so no other thread moves its frames while they are written (unlike
+    faulthandler's dump from inside a SIGABRT, see ``supervisor.stuck``). Plain writes to fd 2:
+    the interrupted code may hold the lock of ``sys.stderr``."""
+    os.write(2, f"Stuck worker pid={os.getpid()}: thread stacks (SIGQUIT)\n".encode())
+    faulthandler.dump_traceback(file=2, all_threads=True)
+    faulthandler.disable()  # the abort below is not to dump them a second time
+    os.abort()
+
+
 def worker_main(slot: int, conn: Connection, data_dir: Path, heartbeats: Any,
                 stream_sharing: bool, nice: int = 0) -> None:
     """Entry point of a forked worker process; ``nice`` lowers its CPU priority (before any
     thread starts: on Linux each thread has its own, inherited from the one that starts it)."""
-    faulthandler.enable(file=sys.stderr, all_threads=True)  # SIGABRT of a stuck worker: stacks
+    faulthandler.enable(file=sys.stderr, all_threads=True)  # crashes, and SIGABRT: stacks
     if nice:
         os.nice(nice)
     code = 1
