@@ -7,6 +7,7 @@ A service that cannot start fails the tests under CI=true and skips them elsewhe
 from __future__ import annotations
 
 import os
+import signal
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -17,6 +18,17 @@ import pytest
 from deploy.local.kafka import KafkaBroker
 from deploy.local.mariadb import MariaDBServer
 from deploy.local.processes import free_port
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """SIGTERM (a CI job's timeout, ``timeout``, ``kill``) ends the session the way
+    Ctrl-C does, so that fixtures and ``finally`` blocks stop the MariaDB, Kafka and services
+    the tests started: they run in sessions of their own and would outlive the tests."""
+    signal.signal(signal.SIGTERM, interrupt)
+
+
+def interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signal.Signals(signum).name}")
 
 
 class LocalService(Protocol):
