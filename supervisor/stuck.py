@@ -32,9 +32,9 @@ class StuckWorker:
     def step(self, now: float) -> signal.Signals | None:
         """Sends the next signal once the last one's grace is over; returns it, or None while
         the worker still has time to exit."""
-        if self.sent and now - self.sent_at <= LADDER[min(self.sent, len(LADDER)) - 1][1]:
+        if self.sent and now - self.sent_at <= _rung(self.sent - 1)[1]:
             return None
-        signum = LADDER[min(self.sent, len(LADDER) - 1)][0]
+        signum = _rung(self.sent)[0]
         try:
             os.kill(self.pid, signum)
             if signum != signal.SIGKILL:
@@ -44,3 +44,8 @@ class StuckWorker:
         self.sent += 1
         self.sent_at = now
         return signum
+
+
+def _rung(index: int) -> tuple[signal.Signals, float]:
+    """The ladder's ``index``-th step; its last (SIGKILL) repeats."""
+    return LADDER[min(index, len(LADDER) - 1)]

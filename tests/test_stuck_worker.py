@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
+from deploy.local.processes import wait_until
 from supervisor.stuck import StuckWorker
 from workers.main import dump_stacks_and_abort
 
@@ -44,14 +45,15 @@ def forked(setup: Callable[[], None], loop: Callable[[], None] = sleep_forever) 
 def exit_of(pid: int, timeout_s: float = 10.0) -> int | None:
     """The child's exit code (negative: the signal that killed it), or None if still running
     after ``timeout_s``."""
-    deadline = time.monotonic() + timeout_s
-    while True:
+    codes: list[int] = []
+
+    def exited() -> bool:
         done, status = os.waitpid(pid, os.WNOHANG)
         if done:
-            return os.waitstatus_to_exitcode(status)
-        if time.monotonic() > deadline:
-            return None
-        time.sleep(0.02)
+            codes.append(os.waitstatus_to_exitcode(status))
+        return bool(done)
+
+    return codes[0] if wait_until(exited, timeout_s) else None
 
 
 @pytest.fixture
