@@ -18,22 +18,24 @@ from supervisor.stuck import StuckWorker
 from workers.main import dump_stacks_and_abort
 
 
-def sleep_forever() -> None:
+def sleep_forever(ready: Callable[[], None]) -> None:
+    ready()
     while True:
         time.sleep(1)
 
 
-def forked(setup: Callable[[], None], loop: Callable[[], None] = sleep_forever) -> int:
+def forked(setup: Callable[[], None],
+           loop: Callable[[Callable[[], None]], None] = sleep_forever) -> int:
     """A child process that runs ``setup`` (its signal handlers), then ``loop``; its pid, once
-    ``setup`` is done."""
+    ``loop`` has called the ``ready`` it is given (so a signal sent then finds ``loop``'s
+    frame on the main thread's stack)."""
     read_end, write_end = os.pipe()
     pid = os.fork()
     if pid == 0:
         try:
             faulthandler.disable()  # pytest's, inherited: it would dump this child's stacks too
             setup()
-            os.write(write_end, b"r")
-            loop()
+            loop(lambda: os.write(write_end, b"r"))
         finally:
             os._exit(0)
     os.close(write_end)
@@ -127,7 +129,8 @@ def test_sigquit_writes_every_threads_stack_and_the_worker_dies_of_sigabrt(
             threading.Thread(target=busy_side_thread, daemon=True).start()
         signal.signal(signal.SIGQUIT, dump_stacks_and_abort)
 
-    def main_thread_loop() -> None:
+    def main_thread_loop(ready: Callable[[], None]) -> None:
+        ready()
         while True:
             time.sleep(0.001)
 
