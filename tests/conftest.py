@@ -78,3 +78,16 @@ def kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaBroker]:
 def unique_name() -> str:
     """A fresh name such as t_1a2b3c4d for a topic, database or table of one test."""
     return f"t_{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture
+def children() -> Iterator[list[int]]:
+    """Pids a test forked; each is killed and reaped after the test."""
+    pids: list[int] = []
+    yield pids
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+        except (ProcessLookupError, ChildProcessError):
+            pass

@@ -9,65 +9,11 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
-import pytest
-
-from deploy.local.processes import wait_until
 from supervisor.stuck import StuckWorker
+from tests.support.forks import exit_of, forked
 from workers.main import dump_stacks_and_abort
-
-
-def sleep_forever(ready: Callable[[], None]) -> None:
-    ready()
-    while True:
-        time.sleep(1)
-
-
-def forked(setup: Callable[[], None],
-           loop: Callable[[Callable[[], None]], None] = sleep_forever) -> int:
-    """A child process that runs ``setup`` (its signal handlers), then ``loop``; its pid, once
-    ``loop`` has called the ``ready`` it is given (so a signal sent then finds ``loop``'s
-    frame on the main thread's stack)."""
-    read_end, write_end = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        try:
-            faulthandler.disable()  # pytest's, inherited: it would dump this child's stacks too
-            setup()
-            loop(lambda: os.write(write_end, b"r"))
-        finally:
-            os._exit(0)
-    os.close(write_end)
-    with os.fdopen(read_end, "rb") as ready:
-        assert ready.read(1) == b"r"
-    return pid
-
-
-def exit_of(pid: int, timeout_s: float = 10.0) -> int | None:
-    """The child's exit code (negative: the signal that killed it), or None if still running
-    after ``timeout_s``."""
-    codes: list[int] = []
-
-    def exited() -> bool:
-        done, status = os.waitpid(pid, os.WNOHANG)
-        if done:
-            codes.append(os.waitstatus_to_exitcode(status))
-        return bool(done)
-
-    return codes[0] if wait_until(exited, timeout_s) else None
-
-
-@pytest.fixture
-def children() -> Iterator[list[int]]:
-    pids: list[int] = []
-    yield pids
-    for pid in pids:
-        try:
-            os.kill(pid, signal.SIGKILL)
-            os.waitpid(pid, 0)
-        except (ProcessLookupError, ChildProcessError):
-            pass
 
 
 def ignoring(*signums: int) -> Callable[[], None]:
