@@ -29,11 +29,18 @@ class StateEnv:
         self.env.close()
 
 
-def open_state(data_dir: Path) -> StateEnv:
-    """Open (creating if needed) the state environment under ``data_dir/state``."""
+def open_state(data_dir: Path, readonly: bool = False) -> StateEnv:
+    """Open (creating if needed) the state environment under ``data_dir/state``.
+
+    ``readonly`` for the supervisor's reads. LMDB has one writer lock, and a stuck worker may
+    hold it for as long as it is stuck. A writable environment's ``open_db`` begins a write
+    transaction, so it would wait for that lock, and so would the supervisor, which has to
+    notice the worker and kill it. A read-only one opens its sub-databases with a read
+    transaction (they must exist: the supervisor imports the specs at boot)."""
     path = data_dir / "state"
     try:
-        path.mkdir(parents=True, exist_ok=True)
+        if not readonly:
+            path.mkdir(parents=True, exist_ok=True)
         env = lmdb.open(
             str(path),
             map_size=MAP_SIZE_BYTES,
@@ -42,8 +49,13 @@ def open_state(data_dir: Path) -> StateEnv:
             max_spare_txns=0,
             sync=True,
             metasync=True,
+            readonly=readonly,
         )
     except (OSError, lmdb.Error) as exc:
         raise StateError(f"cannot open state in {path}: {exc}") from exc
-    env.reader_check()
-    return StateEnv(env)
+    try:
+        env.reader_check()
+        return StateEnv(env)
+    except lmdb.Error as exc:
+        env.close()
+        raise StateError(f"cannot open state in {path}: {exc}") from exc

@@ -98,7 +98,7 @@ def read_placeables(data_dir: Path, names: Iterable[str] | None = None) -> dict[
     names = None if names is None else list(names)
     if names == []:
         return {}
-    state = open_state(data_dir)
+    state = open_state(data_dir, readonly=True)
     try:
         specs, statuses = SpecStore(state), StatusStore(state)
         if names is None:

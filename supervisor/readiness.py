@@ -60,7 +60,7 @@ class SlotFailure:
 
 def read_counts(data_dir: Path, live_pids: set[int]) -> PipelineCounts:
     """Open state, count the pipelines, close it again; StateError when it cannot be read."""
-    state = open_state(data_dir)
+    state = open_state(data_dir, readonly=True)
     try:
         specs = dict(SpecStore(state).items())
         statuses = dict(StatusStore(state).items())

@@ -24,7 +24,7 @@ import lmdb
 import pytest
 
 from deploy.local.processes import is_zombie
-from state.env import MAX_READERS, SUB_DATABASES, StateEnv
+from state.env import MAX_READERS, SUB_DATABASES, StateEnv, open_state
 from state.records import DesiredStatus, PipelineRecord, StatusRecord
 from state.stores import StatusStore
 from supervisor.arbiter import HEALTHY_RUN_S, respawn_delay
@@ -197,6 +197,7 @@ def test_counts_ignore_status_written_by_a_process_that_is_gone() -> None:
 
 def test_ready_after_the_boot_wait_says_what_is_missing(tmp_path: Path) -> None:
     """A real notify socket and a real (empty) state directory; the wait is 0 s."""
+    open_state(tmp_path).close()  # created at boot, before the supervisor's first report
     listener = NotifyListener()
     listener.start()
     try:
@@ -320,9 +321,10 @@ def test_stuck_worker_dumps_its_stacks_is_replaced_and_nothing_is_lost(
 
 def dump_supervisor_stacks(service: Service) -> None:
     """Evidence when the stuck worker is not replaced as expected: the supervisor's own stacks,
-    from faulthandler on SIGABRT, printed with the log's end. Seen twice: once in about 40
-    runs, cause not found then; once in CI, where the worker crashed inside faulthandler's
-    SIGABRT dump (code -11), before workers had their own SIGQUIT handler."""
+    from faulthandler on SIGABRT, printed with the log's end. Causes found this way: the
+    worker crashed inside faulthandler's SIGABRT dump (code -11, before workers had their own
+    SIGQUIT handler); the supervisor hung opening state behind the stopped worker's LMDB
+    write transaction (see tests/test_state_locks.py)."""
     assert service.process is not None
     os.kill(service.process.pid, signal.SIGABRT)
     time.sleep(2)
