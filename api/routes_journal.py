@@ -1,11 +1,13 @@
 """``/pipelines/{name}/journal/dlq``: peek, count, ack and purge dead-lettered events.
 
-Ack and purge delete entries in LMDB directly; a pipeline blocked on a full queue re-reads
-the count and continues.
+Ack and purge delete entries in LMDB directly, in a thread (they wait for LMDB's writer lock,
+see ``api.routes_lifecycle``); a pipeline blocked on a full queue re-reads the count and
+continues.
 """
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import msgspec
@@ -42,12 +44,12 @@ async def ack_dlq(request: Request) -> JSONResponse:
     up_to = body.get("up_to_seq")
     if isinstance(up_to, bool) or not isinstance(up_to, int) or not 0 <= up_to <= MAX_SEQ:
         raise ApiError(400, "INVALID_BODY", "up_to_seq must be an integer from 0 to 2^64-1")
-    return JSONResponse({"acked": _store(request).ack(name, up_to)})
+    return JSONResponse({"acked": await asyncio.to_thread(_store(request).ack, name, up_to)})
 
 
 async def purge_dlq(request: Request) -> JSONResponse:
     name = _enabled_pipeline(request)
-    return JSONResponse({"purged": _store(request).purge(name)})
+    return JSONResponse({"purged": await asyncio.to_thread(_store(request).purge, name)})
 
 
 def journal_enabled(spec: dict[str, Any]) -> bool:

@@ -1,11 +1,14 @@
 """``/pipelines`` writes: create, patch, delete, pause/resume/stop, and the bulk versions.
 
 Each write stores the desired state in LMDB (a new generation on every change), then asks the
-supervisor to apply it; the lock keeps writes and their requests in the same order.
+supervisor to apply it; the lock keeps writes and their requests in the same order. The LMDB
+write runs in a thread: it waits for LMDB's one writer lock, which a stuck worker can hold
+until the supervisor kills it, and reads (health, metrics, listings) go on meanwhile.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any
 
@@ -59,7 +62,7 @@ async def delete_pipeline(request: Request) -> Response:
     specs, link = _stores(request)
     async with link.lock:
         _existing(specs, name)
-        specs.delete(name)
+        await asyncio.to_thread(specs.delete, name)
         await link.request("deleted", name)
     return Response(status_code=204)
 
@@ -110,7 +113,7 @@ async def _set_desired(specs: SpecStore, link: SupervisorLink, record: PipelineR
 
 
 async def _apply(specs: SpecStore, link: SupervisorLink, record: PipelineRecord) -> None:
-    specs.put(record.name, record)
+    await asyncio.to_thread(specs.put, record.name, record)
     await link.request("pipeline", record.name, record.generation, record.desired)
 
 

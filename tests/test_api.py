@@ -7,10 +7,13 @@ import os
 import signal
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+import httpx
 import pytest
 
+from tests.support.forks import forked, holding_the_writer_lock
 from tests.support.pipelines import pipeline_yaml, unique, write_config
 from tests.support.service import Service, free_port
 
@@ -183,6 +186,29 @@ def test_supervisor_unavailable_is_503_and_the_change_applies_later(service: Ser
     service.wait_status("red-b", "paused")
     assert service.api.post("/pipelines/red-b/resume").status_code == 200
     service.wait_running("red-b")
+
+
+def test_a_change_waiting_for_lmdbs_writer_lock_leaves_the_api_answering(
+        service: Service, children: list[int]) -> None:
+    """A stuck worker can hold LMDB's one writer lock until the supervisor kills it. A pause
+    then waits for the lock, but reads go on answering, and the pause completes once the lock
+    is free (here: its stopped holder is killed)."""
+    holder = forked(lambda: None, holding_the_writer_lock(service.data_dir))
+    children.append(holder)
+    os.kill(holder, signal.SIGSTOP)
+    with httpx.Client(base_url=service.api.base_url, timeout=60) as writer, \
+            ThreadPoolExecutor(1) as pool:
+        pausing = pool.submit(writer.post, "/pipelines/red-a/pause")
+        asked = time.monotonic()
+        while time.monotonic() - asked < 2.0:  # the pause is waiting by then
+            assert service.api.get("/health", timeout=5).status_code == 200
+            assert service.api.get("/pipelines/red-a", timeout=5).status_code == 200
+        assert not pausing.done(), pausing.result().text  # it waits for the lock
+        os.kill(holder, signal.SIGKILL)
+        paused = pausing.result(timeout=30)
+    assert paused.status_code == 200 and paused.json()["status"] == "paused", paused.text
+    assert service.api.post("/pipelines/red-a/resume").status_code == 200
+    service.wait_running("red-a")
 
 
 def test_log_level_round_trip_reaches_workers(service: Service) -> None:

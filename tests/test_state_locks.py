@@ -14,18 +14,7 @@ from pathlib import Path
 from state.env import open_state
 from supervisor.boot import read_placeables, sync_specs
 from supervisor.readiness import read_counts
-from tests.support.forks import exit_of, forked
-
-
-def holding_the_writer_lock(data_dir: Path) -> Callable[[Callable[[], None]], None]:
-    """A child's loop: in a write transaction, as a worker writing a checkpoint is."""
-    def loop(ready: Callable[[], None]) -> None:
-        state = open_state(data_dir)
-        with state.env.begin(write=True) as txn:
-            txn.put(b"held", b"1", db=state.dbs["meta"])
-            ready()
-            signal.pause()
-    return loop
+from tests.support.forks import exit_of, forked, holding_the_writer_lock
 
 
 def finishes(call: Callable[[], object], children: list[int], timeout_s: float) -> bool:

@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import faulthandler
 import os
+import signal
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 from deploy.local.processes import wait_until
+from state.env import open_state
 
 
 def sleep_forever(ready: Callable[[], None]) -> None:
@@ -55,3 +58,14 @@ def exit_of(pid: int, timeout_s: float = 10.0) -> int | None:
         return bool(done)
 
     return codes[0] if wait_until(exited, timeout_s) else None
+
+
+def holding_the_writer_lock(data_dir: Path) -> Callable[[Callable[[], None]], None]:
+    """A child's loop: in a write transaction, as a worker writing a checkpoint is."""
+    def loop(ready: Callable[[], None]) -> None:
+        state = open_state(data_dir)
+        with state.env.begin(write=True) as txn:
+            txn.put(b"held", b"1", db=state.dbs["meta"])
+            ready()
+            signal.pause()
+    return loop
