@@ -109,14 +109,17 @@ def run(options: Options) -> int:
 
 def supervise(options: Options) -> int:
     """Import the config files, then run the arbiter until it stops."""
+    from state.env import StateError
+    from supervisor.arbiter import Arbiter
+
     try:
         pipelines = import_config(options)
     except (OSError, ValueError) as exc:
         log.error("cannot start: %s", exc)
         return ExitCode.CONFIG
-    from state.env import StateError
-    from supervisor.arbiter import Arbiter
-
+    except StateError as exc:
+        log.error("state error: %s", exc)
+        return ExitCode.STATE
     try:
         return Arbiter(options, pipelines).run()
     except StateError as exc:

@@ -56,6 +56,16 @@ def test_validate_accepts_the_examples() -> None:
 
 
 @pytest.mark.services
+def test_a_data_dir_whose_state_cannot_be_opened_is_a_clear_error(tmp_path: Path) -> None:
+    (tmp_path / "state").write_text("not a directory")
+    result = subprocess.run([sys.executable, "-m", "supervisor.cli", "--data-dir", str(tmp_path),
+                             "--api-addr", f"127.0.0.1:{free_port()}"],
+                            cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 3, result.stderr  # ExitCode.STATE
+    assert f"state error: cannot open state in {tmp_path / 'state'}" in result.stderr
+    assert "Traceback" not in result.stderr, result.stderr
+
+
 def test_service_runs_good_pipelines_and_fails_bad_ones_loudly(
         mariadb: Any, kafka: Any, tmp_path: Path) -> None:
     db = unique("bad")
