@@ -19,14 +19,14 @@ from typing import Any
 from prometheus_client import multiprocess
 
 from state.env import StateError
-from supervisor.boot import Desired, read_placeables, sync_specs
+from supervisor.boot import Desired, read_desired, read_placeables
 from supervisor.children import run_api, run_worker
-from supervisor.config_files import file_specs
 from supervisor.desired import Moves, routed_changes
 from supervisor.metrics import SupervisorMetrics, WorkerView
 from supervisor.options import Options
 from supervisor.placement import boot_placement
 from supervisor.readiness import SlotFailure, StatusReporter, WorkerState, write_slot_report
+from supervisor.reload import Reload, start_reload
 from supervisor.stuck import StuckWorker
 from supervisor.systemd import Notifier
 from workers.backoff import Backoff
@@ -84,6 +84,8 @@ class Arbiter:
         self.workers = [Child(f"worker-{slot}", slot) for slot in range(options.workers)]
         self.api = Child("api", None)
         self.stopping_deadline: float | None = None
+        self.reload: Reload | None = None  # a config import running in its own process
+        self.reload_again = False  # SIGHUP arrived while it ran
         self.metrics = SupervisorMetrics()
         self.notifier = Notifier.from_environ()  # before any fork: children must not notify
         self.status = StatusReporter(self.notifier, options.data_dir)
@@ -115,6 +117,7 @@ class Arbiter:
             self.notifier.ping_watchdog(time.monotonic())
             if self.handle_signals():
                 return 1
+            self.finish_reload()
             self.reap_exited()
             self.handle_control()
             if self.stopping_deadline is not None:
@@ -131,6 +134,7 @@ class Arbiter:
         ready: list[Any] = [self.wake_r]
         ready += [c.process.sentinel for c in self.children() if c.process is not None]
         ready += [c.conn for c in self.children() if c.conn is not None]
+        ready += self.reload.waitables() if self.reload is not None else []
         wait(ready, timeout=self.next_timer_s())
         try:
             os.read(self.wake_r, 4096)
@@ -233,23 +237,48 @@ class Arbiter:
             return False
 
     def reload_config(self) -> None:
-        """SIGHUP: import --config again with the boot rules; tell workers what changed."""
+        """SIGHUP: import --config again with the boot rules, in a child process (see
+        ``supervisor.reload``); ``finish_reload`` tells workers what changed."""
         if self.options.config is None:
             log.info("SIGHUP received; no --config to reload")
             return
+        if self.reload is not None:
+            self.reload_again = True
+            log.info("SIGHUP received during a reload; another follows it")
+            return
         self.status.reloading()
         try:
-            specs = file_specs(self.options.config)
-            desired = sync_specs(self.options.data_dir, specs, time.time())  # closes state
-        except (OSError, ValueError, StateError) as exc:
-            log.error("config reload failed, nothing changed: %s", exc)
+            self.reload = start_reload(self.options.config, self.options.data_dir)
+        except OSError as exc:
+            log.error("config reload failed, nothing changed: cannot start it: %s", exc)
             self.status.reloaded()
+
+    def finish_reload(self) -> None:
+        """Once the reload child has answered: apply the desired state it stored."""
+        if self.reload is None or (error := self.reload.outcome()) is None:
+            return
+        self.reload = None
+        if self.stopping_deadline is not None:
+            return
+        if error:
+            log.error("config reload failed, nothing changed: %s", error)
+        else:
+            self.apply_reloaded()
+        self.status.reloaded()
+        if self.reload_again:
+            self.reload_again = False
+            self.reload_config()
+
+    def apply_reloaded(self) -> None:
+        try:
+            desired = read_desired(self.options.data_dir)
+        except StateError as exc:
+            log.error("config reloaded, but the desired state cannot be read: %s", exc)
             return
         changed = sum(1 for name in desired.keys() | self.pipelines.keys()
                       if desired.get(name) != self.pipelines.get(name))
         self.apply_desired(desired, None)
         log.info("config reloaded pipelines=%d changed=%d", len(desired), changed)
-        self.status.reloaded()
 
     # ---- children ------------------------------------------------------------------------
 
@@ -431,6 +460,7 @@ class Arbiter:
         return all(child.process is None for child in self.children())
 
     def finish_stop(self) -> int:
+        self.end_reload()
         leftover = [c.name for c in self.children() if c.process is not None]
         if leftover:
             log.error("children did not drain in time; killing names=%s", ",".join(leftover))
@@ -439,7 +469,15 @@ class Arbiter:
         log.info("stopped cleanly")
         return 0
 
+    def end_reload(self) -> None:
+        """Stopping: a reload still running is killed (its write is all or nothing); boot
+        imports the files again."""
+        if self.reload is not None:
+            self.reload.end(grace_s=0.0)
+            self.reload = None
+
     def kill_all(self) -> None:
+        self.end_reload()
         for child in self.children():
             if child.process is not None and child.process.pid:
                 try:

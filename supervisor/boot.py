@@ -47,6 +47,15 @@ def sync_specs(data_dir: Path, specs: list[PipelineSpec], now: float) -> Desired
         state.close()
 
 
+def read_desired(data_dir: Path) -> Desired:
+    """Every pipeline's desired state as stored; state is opened read-only and closed again."""
+    state = open_state(data_dir, readonly=True)
+    try:
+        return {name: (rec.generation, rec.desired) for name, rec in SpecStore(state).items()}
+    finally:
+        state.close()
+
+
 def imported(old: PipelineRecord | None, name: str, body: dict[str, object],
              now: float) -> PipelineRecord:
     """The record after importing ``body`` from a file (``old`` itself when nothing changes)."""

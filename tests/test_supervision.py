@@ -46,6 +46,7 @@ from tests.support.chaos import (
     read_checkpoint,
     read_delivery,
 )
+from tests.support.forks import forked, holding_the_writer_lock
 from tests.support.kafka_read import read_topic
 from tests.support.pipelines import pipeline_yaml, unique, write_config
 from tests.support.service import Service, free_port
@@ -428,6 +429,47 @@ def test_sighup_applies_an_edited_config_directory_and_leaves_the_rest_alone(
         assert ids_in(kafka, topics["keep"], 3) == {1, 2, 3}
         assert ids_in(kafka, f"{dbs['change']}.moved", 3) == {1, 2, 3}
         assert ids_in(kafka, topics["added"], 3) == {1, 2, 3}
+    finally:
+        service.close()
+
+
+@pytest.mark.services
+def test_a_reload_waiting_for_lmdbs_writer_lock_leaves_the_supervisor_running(
+        mariadb: Any, kafka: Any, tmp_path: Path, children: list[int]) -> None:
+    """SIGHUP while a stopped process holds LMDB's writer lock, as a stuck worker can: the
+    import waits in a process of its own, and the supervisor goes on reaping and restarting
+    workers (it is what kills a stuck worker, which frees the lock). A second SIGHUP meanwhile
+    reloads once more after the first. The edit applies once the lock is free."""
+    db = unique("hup_lock")
+    topic = create_table(mariadb, kafka, db)
+
+    def spec(name: str) -> dict[str, Any]:
+        return pipeline_yaml(name, mariadb.cdc_dsn(), kafka.bootstrap, [f"{db}.t"], topic)
+
+    config = write_config(tmp_path / "config", spec("first"))
+    service = Service(config, tmp_path / "data", workers=1)
+    try:
+        service.start()
+        service.wait_running("first")
+        victim = service.worker_pid("first")
+        holder = forked(lambda: None, holding_the_writer_lock(service.data_dir))
+        children.append(holder)
+        os.kill(holder, signal.SIGSTOP)
+        write_config(config, spec("added"))
+        service.send_signal(signal.SIGHUP)
+        os.kill(victim, signal.SIGKILL)
+        service.wait_until(lambda: "child exited name=worker-0 code=-9" in service.log(None),
+                           30, "the supervisor to reap the killed worker")
+        service.send_signal(signal.SIGHUP)
+        service.wait_until(lambda: "SIGHUP received during a reload" in service.log(None), 30,
+                           "the second SIGHUP")
+        assert "config reloaded" not in service.log(None)
+
+        os.kill(holder, signal.SIGKILL)
+        service.wait_running("added")
+        service.wait_running("first")
+        service.wait_until(lambda: service.log(None).count("config reloaded") == 2, 30,
+                           "both reloads")
     finally:
         service.close()
 
