@@ -4,6 +4,10 @@ control requests to the supervisor over its pipe."""
 from __future__ import annotations
 
 import logging
+import os
+import signal
+import threading
+import time
 from multiprocessing.connection import Connection
 from pathlib import Path
 
@@ -35,6 +39,7 @@ from state.env import StateEnv, open_state
 from state.stores import CheckpointStore, DlqStore, SchemaStore, SpecStore, StatusStore
 
 log = logging.getLogger(__name__)
+SUPERVISOR_CHECK_S = 1.0
 
 
 def routes() -> list[Route]:
@@ -85,6 +90,8 @@ def api_main(addr: tuple[str, int], data_dir: Path, conn: Connection | None = No
     """Entry point of the forked api child."""
     values.ValueClass = values.MultiProcessValue(process_identifier=lambda: "api")
     state = open_state(data_dir)
+    threading.Thread(target=exit_with_the_supervisor, args=(os.getppid(),), daemon=True,
+                     name="supervisor-watch").start()
     host, port = addr
     log.info("api listening addr=%s:%d", host, port)
     try:
@@ -93,3 +100,13 @@ def api_main(addr: tuple[str, int], data_dir: Path, conn: Connection | None = No
     finally:
         state.close()
         logging.shutdown()
+
+
+def exit_with_the_supervisor(supervisor_pid: int) -> None:
+    """Thread: SIGTERM to this process (uvicorn's graceful stop) once the supervisor is gone,
+    as workers do. Without systemd ending the whole service, an api left behind would keep the
+    port and answer for a service that no longer runs."""
+    while os.getppid() == supervisor_pid:
+        time.sleep(SUPERVISOR_CHECK_S)
+    log.error("supervisor is gone; api exiting")
+    os.kill(os.getpid(), signal.SIGTERM)

@@ -8,6 +8,7 @@ kill -9 of a worker is covered by tests/test_chaos_worker.py and tests/test_cras
 from __future__ import annotations
 
 import array
+import contextlib
 import os
 import re
 import resource
@@ -23,7 +24,7 @@ from typing import Any
 import lmdb
 import pytest
 
-from deploy.local.processes import is_zombie
+from deploy.local.processes import child_pids, is_zombie, wait_until
 from state.env import MAX_READERS, SUB_DATABASES, StateEnv, open_state
 from state.records import DesiredStatus, PipelineRecord, StatusRecord
 from state.stores import StatusStore
@@ -472,6 +473,34 @@ def test_a_reload_waiting_for_lmdbs_writer_lock_leaves_the_supervisor_running(
                            "both reloads")
     finally:
         service.close()
+
+
+@pytest.mark.services
+def test_the_api_and_the_workers_exit_when_the_supervisor_is_killed(
+        mariadb: Any, kafka: Any, tmp_path: Path) -> None:
+    """kill -9 of the supervisor alone, with no systemd to end the rest of the service: the
+    api and the workers notice and exit, so none is left holding the port, LMDB or a binlog
+    connection for a service that no longer runs."""
+    db = unique("orphan")
+    topic = create_table(mariadb, kafka, db)
+    spec = pipeline_yaml("p", mariadb.cdc_dsn(), kafka.bootstrap, [f"{db}.t"], topic)
+    service = Service(write_config(tmp_path / "config", spec), tmp_path / "data", workers=2)
+    children: list[int] = []
+    try:
+        service.start()
+        service.wait_running("p")
+        assert service.process is not None
+        children += child_pids(service.process.pid)
+        assert len(children) == 3, children  # the api and two workers
+        service.process.kill()
+        service.process.wait(10)
+        assert wait_until(lambda: all(gone(pid) for pid in children), 30), \
+            [pid for pid in children if not gone(pid)]
+    finally:
+        service.close()
+        for pid in children:  # what outlived its supervisor
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
 
 
 def test_a_worker_slot_that_cannot_boot_is_reported_not_respawned_in_a_loop(
