@@ -42,7 +42,7 @@ def sync_specs(data_dir: Path, specs: list[PipelineSpec], now: float) -> Desired
                 if record.origin == "file" and name not in wanted:
                     _file_removed(store, record, txn, now)
             remove_orphaned_state(state, txn)
-        return {name: (rec.generation, rec.desired) for name, rec in store.items()}
+        return desired_of(store)
     finally:
         state.close()
 
@@ -51,9 +51,13 @@ def read_desired(data_dir: Path) -> Desired:
     """Every pipeline's desired state as stored; state is opened read-only and closed again."""
     state = open_state(data_dir, readonly=True)
     try:
-        return {name: (rec.generation, rec.desired) for name, rec in SpecStore(state).items()}
+        return desired_of(SpecStore(state))
     finally:
         state.close()
+
+
+def desired_of(store: SpecStore) -> Desired:
+    return {name: (rec.generation, rec.desired) for name, rec in store.items()}
 
 
 def imported(old: PipelineRecord | None, name: str, body: dict[str, object],

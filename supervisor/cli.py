@@ -113,16 +113,13 @@ def supervise(options: Options) -> int:
     from supervisor.arbiter import Arbiter
 
     try:
-        pipelines = import_config(options)
-    except (OSError, ValueError) as exc:
-        log.error("cannot start: %s", exc)
-        return ExitCode.CONFIG
-    except StateError as exc:
-        log.error("state error: %s", exc)
-        return ExitCode.STATE
-    try:
+        try:
+            pipelines = import_config(options)
+        except (OSError, ValueError) as exc:
+            log.error("cannot start: %s", exc)
+            return ExitCode.CONFIG
         return Arbiter(options, pipelines).run()
-    except StateError as exc:
+    except StateError as exc:  # from the import or the arbiter
         log.error("state error: %s", exc)
         return ExitCode.STATE
 

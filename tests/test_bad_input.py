@@ -55,7 +55,6 @@ def test_validate_accepts_the_examples() -> None:
     assert result.stdout.count("ok ") == 2
 
 
-@pytest.mark.services
 def test_a_data_dir_whose_state_cannot_be_opened_is_a_clear_error(tmp_path: Path) -> None:
     (tmp_path / "state").write_text("not a directory")
     result = subprocess.run([sys.executable, "-m", "supervisor.cli", "--data-dir", str(tmp_path),
@@ -66,6 +65,7 @@ def test_a_data_dir_whose_state_cannot_be_opened_is_a_clear_error(tmp_path: Path
     assert "Traceback" not in result.stderr, result.stderr
 
 
+@pytest.mark.services
 def test_service_runs_good_pipelines_and_fails_bad_ones_loudly(
         mariadb: Any, kafka: Any, tmp_path: Path) -> None:
     db = unique("bad")
